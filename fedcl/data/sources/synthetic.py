@@ -1,0 +1,259 @@
+"""A synthetic purchase stream with shops, seasons, launches, drift and re-buys.
+
+Generative model (numpy, vectorised over users and events; loops over months and chunks):
+
+* Items have a latent vector ``category offset + noise``, a category, a log-popularity,
+  a base price and a launch period (``new_items_per_period`` of the catalogue launches
+  each month; nothing is bought before its launch; new items get a short novelty boost).
+* Users belong to one shop (Zipf-like shop sizes). A taste is
+  ``sqrt(r) * shop mean + sqrt(1 - r) * own noise`` with ``r = regional_strength`` and
+  drifts as an AR(1) walk of strength ``drift`` per period (shop-shared + own innovation).
+  Some users join after the first month; activity varies per user (Gamma x Poisson).
+* The k-th of ``n_seasonal_categories`` random categories is in season in periods ``p``
+  with ``p % season_length == k % season_length`` (``seasonal_phase``): ``+seasonal_boost``
+  to its logits, ``-seasonal_boost / 2`` out of season. So the taste of the current month
+  is not that of the next one, and it comes back ``season_length`` periods later:
+  forgetting matters.
+* Each event is, with ``repeat_prob``, a re-buy of an item the user bought in an earlier
+  period (chosen in proportion to past purchases; an out-of-season seasonal item is not
+  re-bought), otherwise a draw from ``softmax(taste . item + season + popularity)`` over
+  launched items (per-user cumulative sums + one ``searchsorted``, chunked over users).
+
+Who buys when (users, activity, timestamps, quantities) comes from random streams that
+the choice knobs do not touch, so sweeping e.g. ``seasonal_boost`` keeps those fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fedcl.data.config import DataConfig, ShopsConfig, WindowsConfig
+from fedcl.data.schema import ITEM, REASON, ROW, SHOP, TIME, USER, DataError, SourceFrame
+
+_START = np.datetime64("2023-01", "M")  # first period (calendar month)
+_NOVELTY = 1.0  # logit boost of an item in its launch period, halving every period after
+_MIN_SHOP_USERS = 40  # every shop gets at least this many users (when n_users allows)
+_LATE_JOIN = 0.25  # fraction of users whose first active period is after the first
+_POP_STD = 0.7  # std of item log-popularity
+_CAT_W = 0.6  # weight of the category offset in item vectors
+_CHUNK = 1 << 22  # max (users x items) logits held at once while sampling
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    """Knobs of the synthetic stream; defaults are the small reference scenario."""
+
+    name: str = "synthetic"
+    reader: str = "fedcl.data.sources.synthetic:read"
+    seed: int = 0  # root of all random streams (numpy default_rng([seed, ...]))
+    n_shops: int = 5  # number of shops (clients); sizes are Zipf-like
+    n_users: int = 1500  # users in total, each in exactly one shop
+    n_items: int = 600  # catalogue size shared by all shops
+    n_categories: int = 12  # item categories ("cat_00", ...)
+    n_periods: int = 8  # calendar months starting 2023-01-01
+    events_per_user_period: float = 4.0  # mean events of a joined user in a month
+    season_length: int = 4  # seasonal categories recur with this period (in months)
+    n_seasonal_categories: int = 4  # categories that are only popular in their season
+    seasonal_boost: float = 2.0  # logit bonus in season (and -boost/2 out of season)
+    new_items_per_period: float = 0.05  # fraction of the catalogue launched each month
+    drift: float = 0.2  # AR(1) innovation weight of tastes per month (0 = static)
+    regional_strength: float = 0.5  # share of taste variance common to a shop (0..1)
+    repeat_prob: float = 0.3  # probability an event re-buys an earlier-bought item
+    dim: int = 8  # latent dimension of tastes and items
+    shops: ShopsConfig = field(default_factory=lambda: ShopsConfig(min_users=20, min_events=50))
+    windows: WindowsConfig = field(default_factory=lambda: WindowsConfig(period="month"))
+
+
+def _check(cfg: SyntheticConfig) -> None:
+    bad = []
+    if cfg.n_shops < 1 or cfg.n_users < cfg.n_shops:
+        bad.append("need 1 <= n_shops <= n_users")
+    if cfg.n_items < 1 or cfg.n_categories < 1 or cfg.n_periods < 1 or cfg.dim < 1:
+        bad.append("n_items, n_categories, n_periods and dim must be >= 1")
+    if not 0 <= cfg.n_seasonal_categories <= cfg.n_categories or cfg.season_length < 1:
+        bad.append("need 0 <= n_seasonal_categories <= n_categories and season_length >= 1")
+    for name in ("repeat_prob", "regional_strength", "drift"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            bad.append(f"{name} must lie in [0, 1]")
+    if cfg.events_per_user_period < 0 or cfg.new_items_per_period < 0:
+        bad.append("events_per_user_period and new_items_per_period must be >= 0")
+    if bad:
+        raise DataError("synthetic config: " + "; ".join(bad))
+
+
+def shop_sizes(n_users: int, n_shops: int) -> np.ndarray:
+    """Users per shop: a floor of a few dozen plus a Zipf(1) share of the rest."""
+    floor = min(_MIN_SHOP_USERS, n_users // n_shops)
+    weights = 1.0 / np.arange(1, n_shops + 1)
+    extra = np.floor((n_users - floor * n_shops) * weights / weights.sum()).astype(np.int64)
+    extra[0] += n_users - floor * n_shops - extra.sum()
+    return floor + extra
+
+
+def item_launch(cfg: SyntheticConfig) -> np.ndarray:
+    """Launch period (0-based month) of each item; >= 10% of the catalogue exists at 0."""
+    rng = np.random.default_rng([cfg.seed, 3])
+    per = int(round(cfg.new_items_per_period * cfg.n_items))
+    per = min(per, int(0.9 * cfg.n_items) // max(cfg.n_periods - 1, 1))
+    launch = np.zeros(cfg.n_items, dtype=np.int64)
+    later = np.repeat(np.arange(1, cfg.n_periods), per)
+    launch[rng.permutation(cfg.n_items)[: len(later)]] = later
+    return launch
+
+
+def seasonal_phase(cfg: SyntheticConfig) -> np.ndarray:
+    """Per category: ``-1`` if not seasonal, else the ``p % season_length`` it is in season."""
+    rng = np.random.default_rng([cfg.seed, 4])
+    seasonal = rng.choice(cfg.n_categories, cfg.n_seasonal_categories, replace=False)
+    phase = np.full(cfg.n_categories, -1, dtype=np.int64)
+    phase[seasonal] = np.arange(cfg.n_seasonal_categories) % cfg.season_length
+    return phase
+
+
+def _sample_choices(
+    rng: np.random.Generator,
+    taste: np.ndarray,
+    items: np.ndarray,
+    bias: np.ndarray,
+    owner: np.ndarray,
+) -> np.ndarray:
+    """One item per event: event ``e`` draws from ``softmax(taste[owner[e]] @ items.T + bias)``.
+
+    ``owner`` must be sorted; users are processed in chunks of ``_CHUNK // n_items``.
+    """
+    n_items = items.shape[0]
+    users, first, counts = np.unique(owner, return_index=True, return_counts=True)
+    out = np.empty(len(owner), dtype=np.int64)
+    step = max(1, _CHUNK // n_items)
+    u = rng.random(len(owner))
+    for lo in range(0, len(users), step):
+        hi = min(lo + step, len(users))
+        logits = taste[users[lo:hi]] @ items.T + bias  # (chunk, n_items) float32
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        cum = np.cumsum(logits, axis=1, dtype=np.float64)
+        cum /= cum[:, -1:]
+        cum += np.arange(hi - lo)[:, None]  # row r lives in (r, r + 1]: one flat search
+        ev = slice(first[lo], first[hi - 1] + counts[hi - 1])
+        row = np.repeat(np.arange(hi - lo), counts[lo:hi])
+        x = row + np.minimum(u[ev], 1.0 - 1e-9)
+        idx = np.searchsorted(cum.ravel(), x, side="right") - row * n_items
+        out[ev] = np.minimum(idx, n_items - 1)
+    return out
+
+
+def read(cfg: SyntheticConfig) -> SourceFrame:
+    """Generate the synthetic purchase stream described in the module docstring."""
+    _check(cfg)
+    rng = np.random.default_rng([cfg.seed, 0])  # catalogue and users
+    n_items, n_periods, dim = cfg.n_items, cfg.n_periods, cfg.dim
+
+    # Catalogue.
+    category = rng.permutation(np.arange(n_items) % cfg.n_categories)
+    cat_vec = rng.normal(size=(cfg.n_categories, dim))
+    item_vec = (_CAT_W * cat_vec[category] + 0.7 * rng.normal(size=(n_items, dim))).astype(
+        np.float32
+    )
+    popularity = rng.normal(0.0, _POP_STD, size=n_items)
+    cat_price = rng.lognormal(1.5, 0.7, size=cfg.n_categories)
+    base_price = cat_price[category] * rng.lognormal(0.0, 0.4, size=n_items)
+    launch = item_launch(cfg)
+    phase = seasonal_phase(cfg)
+
+    # Users and shops (users sorted by shop; ids local to a shop).
+    sizes = shop_sizes(cfg.n_users, cfg.n_shops)
+    user_shop = np.repeat(np.arange(cfg.n_shops), sizes)
+    local = np.arange(cfg.n_users) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    r = cfg.regional_strength
+    scale = 1.5 / np.sqrt(dim)
+    shop_mean = rng.normal(size=(cfg.n_shops, dim))
+    own = rng.normal(size=(cfg.n_users, dim))
+    taste = scale * (np.sqrt(r) * shop_mean[user_shop] + np.sqrt(1 - r) * own)
+    activity = rng.gamma(1.5, 1 / 1.5, size=cfg.n_users)
+    join = np.where(
+        rng.random(cfg.n_users) < _LATE_JOIN,
+        rng.integers(1, max(n_periods, 2), size=cfg.n_users),
+        0,
+    )
+
+    hist_user = np.empty(0, dtype=np.int64)  # past purchases, sorted by user
+    hist_item = np.empty(0, dtype=np.int64)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for p in range(n_periods):
+        # Separate streams per month: who buys when (rp) and what (rc), so that a knob
+        # sweep (seasonal_boost, repeat_prob, ...) keeps users, activity and timestamps.
+        rp = np.random.default_rng([cfg.seed, 1, p])
+        rc = np.random.default_rng([cfg.seed, 2, p])
+        if p > 0:  # AR(1) drift: shop-shared + individual innovation
+            shared = rp.normal(size=(cfg.n_shops, dim))[user_shop]
+            own = rp.normal(size=(cfg.n_users, dim))
+            innov = scale * (np.sqrt(r) * shared + np.sqrt(1 - r) * own)
+            taste = np.sqrt(1 - cfg.drift**2) * taste + cfg.drift * innov
+        cat_in = phase == p % cfg.season_length
+        cat_off = (phase >= 0) & ~cat_in
+        age = p - launch
+        bias = (
+            popularity
+            + cfg.seasonal_boost * (cat_in[category] - 0.5 * cat_off[category])
+            + _NOVELTY * 0.5 ** np.maximum(age, 0)
+        ).astype(np.float32)
+        live = np.flatnonzero(age >= 0)  # launched items
+
+        counts = rp.poisson(cfg.events_per_user_period * activity * (join <= p))
+        owner = np.repeat(np.arange(cfg.n_users), counts)  # sorted by user
+        n = len(owner)
+        t0 = (_START + p).astype("datetime64[ns]").astype(np.int64)
+        t1 = (_START + p + 1).astype("datetime64[ns]").astype(np.int64)
+        ts = t0 + (rp.random(n) * (t1 - t0)).astype(np.int64)
+        qty = rp.geometric(0.6, size=n)
+        noise = rp.lognormal(0, 0.03, size=n)
+        item = np.full(n, -1, dtype=np.int64)
+        hist_n = np.bincount(hist_user, minlength=cfg.n_users)
+        hist_start = np.cumsum(hist_n) - hist_n
+        rep = np.flatnonzero((rc.random(n) < cfg.repeat_prob) & (hist_n[owner] > 0))
+        pick = hist_start[owner[rep]] + (rc.random(len(rep)) * hist_n[owner[rep]]).astype(int)
+        item[rep] = hist_item[pick]
+        item[rep[cat_off[category[item[rep]]]]] = -1  # no re-buys out of season
+        new = item < 0
+        tf = taste.astype(np.float32)
+        item[new] = live[_sample_choices(rc, tf, item_vec[live], bias[live], owner[new])]
+        price = np.maximum(np.round(base_price[item] * noise, 2), 0.01)
+        parts.append((owner, item, ts, qty, price))
+
+        order = np.argsort(np.concatenate([hist_user, owner]), kind="stable")
+        hist_user = np.concatenate([hist_user, owner])[order]
+        hist_item = np.concatenate([hist_item, item])[order]
+
+    owner, item, ts, qty, price = (np.concatenate(c) for c in zip(*parts, strict=True))
+    order = np.argsort(ts, kind="stable")
+    owner, item, ts, qty, price = owner[order], item[order], ts[order], qty[order], price[order]
+
+    sw = max(2, len(str(cfg.n_shops - 1)))
+    uw = max(5, len(str(int(sizes.max()) - 1)))
+    iw = max(5, len(str(n_items - 1)))
+    cw = max(2, len(str(cfg.n_categories - 1)))
+    user_names = np.array(
+        [f"s{s:0{sw}d}_u{u:0{uw}d}" for s, u in zip(user_shop, local, strict=True)], dtype=object
+    )
+    shop_names = np.array([f"shop_{s:0{sw}d}" for s in range(cfg.n_shops)], dtype=object)
+    item_names = np.array([f"i{i:0{iw}d}" for i in range(n_items)], dtype=object)
+    cat_names = np.array([f"cat_{c:0{cw}d}" for c in range(cfg.n_categories)], dtype=object)
+    n = len(owner)
+    frame = pd.DataFrame(
+        {
+            USER: user_names[owner],
+            ITEM: item_names[item],
+            TIME: ts.view("datetime64[ns]"),
+            SHOP: shop_names[user_shop[owner]],
+            "event_type": np.full(n, "purchase", dtype=object),
+            "quantity": qty.astype(np.int64),
+            "price": price.astype(np.float64),
+            "category": cat_names[category[item]],
+            ROW: np.arange(n, dtype=np.int64),
+            REASON: np.full(n, "", dtype=object),
+        }
+    )
+    return SourceFrame(frame=frame, raw=pd.DataFrame(index=frame.index), source=cfg.name)

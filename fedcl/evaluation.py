@@ -1,0 +1,123 @@
+"""Evaluation of a model on every window's test part: the cells of the R matrix.
+
+History of a user for test window i = its purchases in the train parts of windows 0..i
+(ARCHITECTURE.md). A model trained up to window t knows only users and items seen by then:
+test users it has no row for are skipped (counted as cold), and items it has no row for
+are ranked last (score -inf) — they stay targets, so a model is never credited for items
+it could not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedcl.data.dataset import GLOBAL_USER, PreparedData
+from fedcl.data.schema import SHOP
+from fedcl.metrics.ranking import EvalTask, UserMetrics, build_eval_task, evaluate
+from fedcl.models.base import Recommender
+
+
+@dataclass
+class EvalConfig:
+    """What is measured (Hydra node ``eval``)."""
+
+    #: The R-matrix metric (a key of the per-user metrics).
+    metric: str = "ndcg@10"
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+    variants: list[str] = field(default_factory=lambda: ["new", "repeat"])
+    batch_size: int = 1024
+    #: "test" (report) or "validation" (tune: the last ``val_fraction`` of each window's
+    #: train part is held out and plays the test part; real test parts are not touched).
+    on: str = "test"
+    val_fraction: float = 0.15
+
+
+#: metric name -> mean over the users of a cell, plus "n_users".
+Cell = dict[str, float | None]
+
+
+def restrict_users(task: EvalTask, n_users: int) -> EvalTask:
+    """The task without users whose index is >= ``n_users`` (users are ascending)."""
+    k = int(torch.searchsorted(task.users, torch.tensor(n_users)))
+    if k == task.n_users:
+        return task
+    tp, mp = task.target_ptr[: k + 1], task.mask_ptr[: k + 1]
+    return EvalTask(
+        task.users[:k], tp, task.target_items[: int(tp[-1])], mp,
+        task.mask_items[: int(mp[-1])], task.n_items, task.variant,
+        task.n_cold_users + task.n_users - k, task.n_dropped_users,
+    )  # fmt: skip
+
+
+def score_padded(model: Recommender, n_items: int):
+    """``model.score_all`` padded with -inf for catalogue items the model has no row for."""
+
+    def score_all(users: torch.Tensor) -> torch.Tensor:
+        scores = model.score_all(users)
+        missing = n_items - scores.shape[1]
+        return F.pad(scores, (0, missing), value=-torch.inf) if missing > 0 else scores
+
+    return score_all
+
+
+class Evaluator:
+    """Builds (and caches) the test tasks of a unit (one shop, or all shops pooled)."""
+
+    def __init__(self, data: PreparedData, cfg: EvalConfig, device: torch.device) -> None:
+        self.data, self.cfg, self.device = data, cfg, device
+        self._tasks: dict[tuple[str | None, int, str], EvalTask] = {}
+        shops = np.asarray(data.shops)
+        codes = {s: k for k, s in enumerate(shops)}
+        users = data.events.drop_duplicates(GLOBAL_USER)
+        self._user_shop = np.empty(int(data.events[GLOBAL_USER].max()) + 1, dtype=np.int64)
+        self._user_shop[users[GLOBAL_USER].to_numpy()] = users[SHOP].map(codes).to_numpy()
+        self._shops = shops
+
+    def task(self, shop: str | None, window: int, variant: str) -> EvalTask:
+        key = (shop, window, variant)
+        if key not in self._tasks:
+            n_items = len(self.data.catalog)
+            n_users = 1 + int(self.data.events[GLOBAL_USER].max())
+            history = self.data.interactions(
+                shop, list(range(window + 1)), "train", n_users, n_items
+            )
+            test = self.data.interactions(shop, [window], "test", n_users, n_items)
+            self._tasks[key] = build_eval_task(history, test, variant).to(self.device)
+        return self._tasks[key]
+
+    def row(self, model: Recommender, shop: str | None) -> dict[str, list[dict[str, Cell]]]:
+        """``out[variant][i][shop]``: cells of ``model`` on every window's test part.
+
+        ``shop=None`` evaluates a pooled model on all shops' users and splits by shop.
+        """
+        model.eval()
+        out: dict[str, list[dict[str, Cell]]] = {}
+        for variant in self.cfg.variants:
+            cells = []
+            for i in range(self.data.n_windows):
+                task = restrict_users(self.task(shop, i, variant), model.n_users)
+                um = evaluate(
+                    score_padded(model, task.n_items), task, tuple(self.cfg.ks),
+                    self.cfg.batch_size, self.device,
+                )  # fmt: skip
+                cells.append(self._by_shop(um, shop))
+            out[variant] = cells
+        return out
+
+    def _by_shop(self, um: UserMetrics, shop: str | None) -> dict[str, Cell]:
+        if shop is not None:
+            return {shop: _mean(um, np.ones(um.n_users, dtype=bool))}
+        owner = self._user_shop[um.users.numpy()]
+        return {s: _mean(um, owner == k) for k, s in enumerate(self._shops)}
+
+
+def _mean(um: UserMetrics, mask: np.ndarray) -> Cell:
+    n = int(mask.sum())
+    m = torch.from_numpy(mask)
+    cell: Cell = {k: (float(v[m].mean()) if n else None) for k, v in um.values.items()}
+    cell["n_users"] = n
+    return cell

@@ -1,0 +1,95 @@
+"""One shop's local training on one window: a plain function, no Flower.
+
+Deterministic under a seed on CPU: the shuffle and the negatives come from one
+``torch.Generator`` seeded by the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from fedcl.data.interactions import Interactions
+from fedcl.device import autocast
+from fedcl.errors import ConfigError
+from fedcl.models.base import Recommender
+from fedcl.models.sampling import NegativeSampler
+
+
+@dataclass
+class TrainConfig:
+    """Local training settings (Hydra group ``train``)."""
+
+    epochs: int = 3
+    batch_size: int = 4096
+    #: "adam" | "adamw" | "sgd" | "adagrad" ("sparse_adam" for models built with sparse=True)
+    optimizer: str = "adam"
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    #: Negative sampling: "uniform" or "popularity" (count^0.75 of the train part).
+    negatives: str = "uniform"
+    n_neg: int = 1
+    #: bf16 autocast on CUDA (ignored on CPU).
+    bf16: bool = False
+
+
+@dataclass
+class TrainStats:
+    loss: float  # mean batch loss of the last epoch (nan when nothing was trained)
+    examples: int  # training examples processed (all epochs)
+    seconds: float
+
+
+def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kinds = {
+        "adam": lambda: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        "adamw": lambda: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        "adagrad": lambda: torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        "sparse_adam": lambda: torch.optim.SparseAdam(params, lr=cfg.lr),
+    }
+    if cfg.optimizer not in kinds:
+        raise ConfigError(f"train.optimizer must be one of {sorted(kinds)}, got {cfg.optimizer!r}")
+    return kinds[cfg.optimizer]()
+
+
+def train_window(
+    model: Recommender,
+    train: Interactions,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+) -> TrainStats:
+    """Train ``model`` in place for ``cfg.epochs`` epochs on ``train``.
+
+    ``train`` and ``generator`` must live on the model's device. The loss is accumulated
+    on the device and read once at the end: no host/device round trip per batch. The
+    caller calls ``model.observe(new_events)`` first (``train`` may also hold replayed
+    events, which must not be observed twice).
+    """
+    start = time.perf_counter()
+    if not model.trainable or len(train) == 0 or cfg.epochs <= 0:
+        return TrainStats(float("nan"), 0, time.perf_counter() - start)
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    sampler = NegativeSampler.from_interactions(train, cfg.negatives)
+    examples = 0
+    epoch_loss = torch.zeros((), device=train.users.device)
+    for _ in range(cfg.epochs):
+        negatives = sampler.sample(len(train), cfg.n_neg, generator)
+        epoch_loss = torch.zeros((), device=train.users.device)
+        n_batches = 0
+        for batch in model.batches(train, cfg.batch_size, negatives, generator):
+            with autocast(train.users.device, cfg.bf16):
+                loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.detach().float()
+            n_batches += 1
+            examples += batch.size
+    model.eval()
+    mean = (epoch_loss / max(n_batches, 1)).item()
+    return TrainStats(mean, examples, time.perf_counter() - start)
