@@ -53,15 +53,38 @@ def restrict_users(task: EvalTask, n_users: int) -> EvalTask:
     )  # fmt: skip
 
 
-def score_padded(model: Recommender, n_items: int):
-    """``model.score_all`` padded with -inf for catalogue items the model has no row for."""
+#: Above this many (user, item) scores a row is scored batch by batch instead of once.
+CACHE_LIMIT = 64_000_000
 
-    def score_all(users: torch.Tensor) -> torch.Tensor:
-        scores = model.score_all(users)
-        missing = n_items - scores.shape[1]
+
+class RowScores:
+    """Scores of one model for the users of a whole R-matrix row, computed once.
+
+    A row evaluates the same model on every window and variant; the users overlap, so their
+    ``score_all`` is computed once (batched) and looked up, with -inf padding for catalogue
+    items the model has no row for.
+    """
+
+    def __init__(self, model: Recommender, users: torch.Tensor, n_items: int, batch: int):
+        self.model, self.n_items = model, n_items
+        self.table: torch.Tensor | None = None
+        if users.numel() * n_items <= CACHE_LIMIT and users.numel():
+            with torch.no_grad():
+                parts = [model.score_all(users[s : s + batch]) for s in range(0, len(users), batch)]
+            self.table = self._pad(torch.cat(parts))
+            self.pos = torch.full(
+                (int(users.max()) + 1,), -1, dtype=torch.long, device=users.device
+            )
+            self.pos[users] = torch.arange(users.numel(), device=users.device)
+
+    def _pad(self, scores: torch.Tensor) -> torch.Tensor:
+        missing = self.n_items - scores.shape[1]
         return F.pad(scores, (0, missing), value=-torch.inf) if missing > 0 else scores
 
-    return score_all
+    def __call__(self, users: torch.Tensor) -> torch.Tensor:
+        if self.table is None:
+            return self._pad(self.model.score_all(users))
+        return self.table[self.pos[users]]  # advanced indexing: a fresh tensor
 
 
 class Evaluator:
@@ -95,17 +118,17 @@ class Evaluator:
         ``shop=None`` evaluates a pooled model on all shops' users and splits by shop.
         """
         model.eval()
-        out: dict[str, list[dict[str, Cell]]] = {}
-        for variant in self.cfg.variants:
-            cells = []
-            for i in range(self.data.n_windows):
-                task = restrict_users(self.task(shop, i, variant), model.n_users)
-                um = evaluate(
-                    score_padded(model, task.n_items), task, tuple(self.cfg.ks),
-                    self.cfg.batch_size, self.device,
-                )  # fmt: skip
-                cells.append(self._by_shop(um, shop))
-            out[variant] = cells
+        tasks = {
+            (v, i): restrict_users(self.task(shop, i, v), model.n_users)
+            for v in self.cfg.variants
+            for i in range(self.data.n_windows)
+        }
+        users = torch.unique(torch.cat([t.users for t in tasks.values()]))
+        scores = RowScores(model, users, len(self.data.catalog), self.cfg.batch_size)
+        out: dict[str, list[dict[str, Cell]]] = {v: [] for v in self.cfg.variants}
+        for (variant, _), task in tasks.items():
+            um = evaluate(scores, task, tuple(self.cfg.ks), self.cfg.batch_size, self.device)
+            out[variant].append(self._by_shop(um, shop))
         return out
 
     def _by_shop(self, um: UserMetrics, shop: str | None) -> dict[str, Cell]:

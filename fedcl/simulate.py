@@ -26,6 +26,7 @@ from fedcl.report import build_metrics, summary_table, write_run_dir
 log = logging.getLogger("fedcl")
 register()
 RUNNERS = {"centralized": run_centralized, "local": run_local}
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def run(cfg: Config, config_yaml: str, out: Path) -> dict:

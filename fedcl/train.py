@@ -7,6 +7,7 @@ Deterministic under a seed on CPU: the shuffle and the negatives come from one
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from fedcl.data.interactions import Interactions
 from fedcl.device import autocast
 from fedcl.errors import ConfigError
-from fedcl.models.base import Recommender
+from fedcl.models.base import Batch, Recommender
 from fedcl.models.sampling import NegativeSampler
 
 
@@ -56,11 +57,16 @@ def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimize
     return kinds[cfg.optimizer]()
 
 
+#: An extra loss term added to every batch's loss (EWC penalty, distillation, proximal term).
+Penalty = Callable[[Recommender, Batch], torch.Tensor]
+
+
 def train_window(
     model: Recommender,
     train: Interactions,
     cfg: TrainConfig,
     generator: torch.Generator,
+    penalty: Penalty | None = None,
 ) -> TrainStats:
     """Train ``model`` in place for ``cfg.epochs`` epochs on ``train``.
 
@@ -84,6 +90,8 @@ def train_window(
         for batch in model.batches(train, cfg.batch_size, negatives, generator):
             with autocast(train.users.device, cfg.bf16):
                 loss = model.loss(batch)
+                if penalty is not None:
+                    loss = loss + penalty(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

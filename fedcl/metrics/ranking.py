@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -59,41 +60,41 @@ def build_eval_task(history: Interactions, test: Interactions, variant: str) -> 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     n_items = max(history.n_items, test.n_items)
-    dev = test.users.device
-    span = max(n_items, 1)  # pair key = user * span + item
-    h_users_ev, h_items_ev = history.users.to(dev), history.items.to(dev)
-    h_keys = torch.unique(h_users_ev * span + h_items_ev)  # (P_h,) sorted distinct pairs
-    h_users = torch.unique(h_users_ev)
+    span = max(n_items, 1)  # pair key = user * span + item; numpy: far faster on CPU
+    h_keys = np.unique(_np(history.users) * span + _np(history.items))  # sorted distinct
+    h_key_users = h_keys // span  # ascending
+    h_users = h_key_users[_first_of_runs(h_key_users)]
 
     # Distinct test pairs with the time position of their first purchase.
-    by_time = torch.sort(test.times, stable=True).indices  # (N,) (no-op when time-sorted)
-    keys, pos = torch.sort((test.users * span + test.items)[by_time], stable=True)
-    first = torch.ones_like(keys, dtype=torch.bool)
-    first[1:] = keys[1:] != keys[:-1]
+    by_time = np.argsort(_np(test.times), kind="stable")  # (N,)
+    pairs = (_np(test.users) * span + _np(test.items))[by_time]
+    pos = np.argsort(pairs, kind="stable")
+    keys = pairs[pos]
+    first = _first_of_runs(keys)
     keys, pos = keys[first], pos[first]  # (P,), pos: earliest occurrence (stable sort)
 
-    warm = torch.isin(torch.unique(keys // span), h_users)
-    keep = torch.isin(keys // span, h_users)
+    t_users = keys // span  # ascending
+    distinct = t_users[_first_of_runs(t_users)]
+    n_warm = int(_member(h_users, distinct).sum())
+    keep = _member(h_users, t_users)
     if variant == "new":
-        keep &= ~torch.isin(keys, h_keys)
+        keep &= ~_member(h_keys, keys)
     keys, pos = keys[keep], pos[keep]
-    # Order by (user, first purchase): sort by position, then stable by user.
-    order = torch.sort(pos).indices
-    keys = keys[order][torch.sort(keys[order] // span, stable=True).indices]
-    users, counts = torch.unique_consecutive(keys // span, return_counts=True)
-    target_ptr = _ptr(counts)
+    keys = keys[np.lexsort((pos, keys // span))]  # by (user, first purchase)
+    key_users = keys // span
+    users = key_users[_first_of_runs(key_users)]
+    target_ptr = np.append(np.searchsorted(key_users, users), key_users.size)
 
-    if variant == "new":
-        m_keys = h_keys[torch.isin(h_keys // span, users)]
-        mask_items = m_keys % span
-        starts = torch.searchsorted(m_keys // span, users)
-        mask_ptr = torch.cat([starts, starts.new_tensor([m_keys.numel()])])
+    if variant == "new":  # each user's distinct history items: a slice of h_keys
+        lo = np.searchsorted(h_key_users, users, side="left")
+        counts = np.searchsorted(h_key_users, users, side="right") - lo
+        mask_ptr = np.concatenate([[0], np.cumsum(counts)])
+        mask_items = h_keys[np.repeat(lo - mask_ptr[:-1], counts) + np.arange(mask_ptr[-1])] % span
     else:
-        mask_items = keys.new_zeros(0)
-        mask_ptr = keys.new_zeros(users.numel() + 1)
-    n_warm = int(warm.sum())
-    cold, dropped = int(warm.numel()) - n_warm, n_warm - int(users.numel())
+        mask_items, mask_ptr = keys[:0], np.zeros(users.size + 1, dtype=np.int64)
+    cold, dropped = distinct.size - n_warm, n_warm - users.size
     csr = (users, target_ptr, keys % span, mask_ptr, mask_items)
+    csr = tuple(torch.from_numpy(x.astype(np.int64)).to(test.users.device) for x in csr)
     return EvalTask(*csr, n_items, variant, n_cold_users=cold, n_dropped_users=dropped)
 
 
@@ -159,8 +160,7 @@ def evaluate(
         rows, items = _rows(task.mask_ptr, task.mask_items, start, stop, scores.device)
         scores[rows, items] = -torch.inf
         rows, items = _rows(task.target_ptr, task.target_items, start, stop, scores.device)
-        ranks = _target_ranks(scores, rows, items, chunk=batch_size)  # (nnz_b,)
-        parts.append(_rank_metrics(ranks, rows, stop - start, ks))
+        parts.append(_batch_metrics(scores, rows, items, ks))
     return _collect(task, parts, [*_names("hr", ks), *_names("ndcg", ks), *_names("recall", ks)])
 
 
@@ -240,6 +240,23 @@ def evaluate_sampled(
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _np(t: Tensor) -> np.ndarray:
+    return t.cpu().numpy().astype(np.int64, copy=False)
+
+
+def _first_of_runs(a: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first element of every run of equal values of ``a``."""
+    first = np.ones(a.shape, dtype=bool)
+    first[1:] = a[1:] != a[:-1]
+    return first
+
+
+def _member(sorted_unique: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.isin(x, sorted_unique)`` by binary search."""
+    i = np.minimum(np.searchsorted(sorted_unique, x), max(sorted_unique.size - 1, 0))
+    return sorted_unique[i] == x if sorted_unique.size else np.zeros(x.shape, dtype=bool)
+
+
 def _ptr(counts: Tensor) -> Tensor:
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
 
@@ -286,35 +303,59 @@ def _scores(
         )
     if not scores.is_floating_point():
         scores = scores.double()
-    return torch.where(scores.isnan(), -torch.inf, scores)
+    return torch.nan_to_num(scores, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
 
 
-def _target_ranks(scores: Tensor, rows: Tensor, items: Tensor, chunk: int) -> Tensor:
-    """(nnz,) 1-based ranks of (row, item) targets; ``chunk`` rows of (n_items,) at a time."""
-    ar = torch.arange(scores.shape[1], device=scores.device)
-    out = []
-    for s in range(0, rows.numel(), chunk):
-        it = items[s : s + chunk, None]  # (c, 1)
-        row_scores = scores[rows[s : s + chunk]]  # (c, n)
-        st = row_scores.gather(1, it)  # (c, 1)
-        beats = (row_scores > st) | ((row_scores == st) & (ar < it))
-        out.append(beats.sum(1) + 1)
-    return torch.cat(out) if out else rows.new_zeros(0)
+def _top_items(s: Tensor, k: int) -> Tensor:
+    """(B, k) the first ``k <= n`` items of each row of ``s`` (B, n) in rank order. ``topk``
+    orders equal values arbitrarily: rows whose k-th and (k+1)-th values tie get their set
+    rebuilt (items above the k-th value, then the lowest-index ones equal to it)."""
+    vals, idx = torch.topk(s, min(k + 1, s.shape[1]))
+    if vals.shape[1] > k:
+        tied = (vals[:, k - 1] == vals[:, k]).nonzero().squeeze(1)
+        idx = idx[:, :k]
+        if tied.numel():
+            sub, cut = s[tied], vals[tied, k - 1 : k]
+            above, eq = sub > cut, sub == cut
+            member = above | (eq & (eq.cumsum(1) <= k - above.sum(1, keepdim=True)))
+            idx[tied] = member.nonzero()[:, 1].view(-1, k)  # exactly k per row, ascending
+    idx = idx.sort(1).values
+    v = s.gather(1, idx) + 0.0  # + 0.0: -0.0 becomes +0.0 (they tie, as in comparisons)
+    return idx.gather(1, v.sort(dim=1, descending=True, stable=True).indices)
 
 
-def _rank_metrics(
-    ranks: Tensor, rows: Tensor, n_rows: int, ks: tuple[int, ...]
+def _best_ranks(s: Tensor, rows: Tensor, items: Tensor) -> Tensor:
+    """(B,) rank of every row's best target ``j``: ``1 + #{s_k > s_j} + #{s_k == s_j, k < j}``
+    with ``j`` the lowest-index target of the row's highest target score."""
+    b, n = s.shape
+    st = s[rows, items]  # (nnz,)
+    best = torch.full((b,), -torch.inf, dtype=s.dtype, device=s.device)
+    best = best.scatter_reduce(0, rows, st, reduce="amax")  # every row has a target
+    j = torch.where(st == best[rows], items, n)
+    j = torch.full((b,), n, device=s.device).scatter_reduce(0, rows, j, reduce="amin")
+    ranks, eq = 1 + (s > best[:, None]).sum(1), s == best[:, None]
+    tied = (eq.sum(1) > 1).nonzero().squeeze(1)  # rows where another item ties with the best
+    if tied.numel():
+        ranks[tied] += (eq[tied] & (torch.arange(n, device=s.device) < j[tied, None])).sum(1)
+    return ranks
+
+
+def _batch_metrics(
+    s: Tensor, rows: Tensor, items: Tensor, ks: tuple[int, ...]
 ) -> dict[str, Tensor]:
-    """Per-row metrics from the targets' ranks; rows of a CSR batch, each with >= 1 target."""
-    n_t = torch.bincount(rows, minlength=n_rows)  # (B,)
+    """Per-row metrics of a batch: scores ``s`` (B, n) (masked, no NaN), targets (row, item)
+    of a CSR batch, each row with >= 1 target. One top-k and O(1) passes over ``s``."""
+    b, n = s.shape
+    n_t = torch.bincount(rows, minlength=b)  # (B,)
     if bool((n_t == 0).any()):
         raise ValueError("every user of an EvalTask needs at least one target")
     k_max = max(ks)
-    disc = 1.0 / torch.log2(torch.arange(2, k_max + 2, device=rows.device, dtype=torch.float64))
-    # hit[b, r - 1] = 1 iff a target of row b has rank r <= k_max (ranks within a row differ).
-    hit = torch.zeros(n_rows, k_max, dtype=torch.float64, device=rows.device)
-    top = ranks <= k_max
-    hit[rows[top], ranks[top] - 1] = 1.0
+    disc = 1.0 / torch.log2(torch.arange(2, k_max + 2, device=s.device, dtype=torch.float64))
+    is_target = torch.zeros(s.shape, dtype=torch.bool, device=s.device)
+    is_target[rows, items] = True
+    # hit[b, r - 1] = 1 iff the item at rank r <= k_max of row b is a target.
+    hit = torch.zeros(b, k_max, dtype=torch.float64, device=s.device)
+    hit[:, : min(k_max, n)] = is_target.gather(1, _top_items(s, min(k_max, n))).double()
     idcg = torch.cumsum(disc, 0)  # (k_max,): ideal DCG of 1..k_max targets
     out: dict[str, Tensor] = {}
     for k in ks:
@@ -322,9 +363,7 @@ def _rank_metrics(
         out[f"hr@{k}"] = (hits > 0).double()
         out[f"ndcg@{k}"] = (hit[:, :k] @ disc[:k]) / idcg[torch.clamp(n_t, max=k) - 1]
         out[f"recall@{k}"] = hits / n_t
-    first = torch.full((n_rows,), torch.iinfo(torch.long).max, device=rows.device)
-    first = first.scatter_reduce(0, rows, ranks, reduce="amin")
-    out["mrr"] = 1.0 / first.double()
+    out["mrr"] = 1.0 / _best_ranks(s, rows, items).double()
     return out
 
 

@@ -96,12 +96,14 @@ class History(Recommender):
 
     def _own_scores(self) -> torch.Tensor:
         """(nnz,) float32 own-item scores ``w + recency * r``, all >= 0."""
-        last = self.user_hist_last.double()
+        last = self.user_hist_last
         if last.numel() == 0:
             return self.user_hist_weight.clone()
         t0, t1 = last.min(), last.max()
-        r = (last - t0) / (t1 - t0 + 1.0)  # (nnz,) in [0, 1)
-        return (self.user_hist_weight.double() + self.recency * r).float()
+        # Subtract in int64 first, so float32 (MPS has no float64) resolves seconds to
+        # a few seconds over a year of data.
+        r = (last - t0).float() / (t1 - t0 + 1).float()  # (nnz,) in [0, 1)
+        return self.user_hist_weight + self.recency * r
 
     def _fallback(self) -> torch.Tensor:
         """(n_items,) popularity fallback in [-1, 0): below every own item."""

@@ -97,7 +97,7 @@ class BPRLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, vp, vn, bp, bn, reg: float):  # noqa: D102
+    def forward(ctx, u, vp, vn, bp, bn, reg: float):
         b, k = vn.shape[0], vn.shape[1]
         diff = vp.unsqueeze(1) - vn  # (B, K, D)
         x = (diff * u.unsqueeze(1)).sum(-1) + (bp - bn)  # (B, K)
@@ -107,7 +107,7 @@ class BPRLoss(torch.autograd.Function):
         return F.softplus(-x).mean() + reg * l2
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         u, vp, vn, diff, x = ctx.saved_tensors
         b, k = vn.shape[0], vn.shape[1]
         c = torch.sigmoid(-x).mul_(-grad / (b * k))  # (B, K) = dloss/dx

@@ -74,8 +74,9 @@ class NegativeSampler:
         device = generator.device if generator is not None else torch.device("cpu")
         if self._cdf is None:
             return torch.randint(0, self.n_items, (n, n_neg), generator=generator, device=device)
-        u = torch.rand((n, n_neg), generator=generator, device=device, dtype=torch.float64)
-        cdf = self._cdf.to(device)
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS: no float64
+        u = torch.rand((n, n_neg), generator=generator, device=device, dtype=dtype)
+        cdf = self._cdf.to(device, dtype)
         # right=True skips zero-probability items (their cdf step has width 0).
         idx = torch.searchsorted(cdf, u, right=True)
         return idx.clamp_(max=self.n_items - 1)

@@ -1,0 +1,98 @@
+"""Continual-learning methods as small hooks around one shop's training on one window.
+
+Avalanche-style composition: a method does one thing (mix replayed events into the data, add
+a penalty to the loss, ...) and methods combine by composition (:class:`Continual`), never by
+a subclass per combination. The runner calls, for each window t::
+
+    model.grow(n_users_t, n_items_t)
+    if method.reset_model:                  # joint training: a fresh model every window
+        model = build_model(n_users_t, n_items_t)
+    data = method.training_data(model, new, t)
+    model.observe(data if method.reset_model else new)  # non-gradient state: each event once
+    train_window(model, data, cfg, gen, penalty=method.penalty)
+    method.after_window(model, new, t)
+
+``new`` is window t's train part (on the model's device, sized like the model); the returned
+data is too. Every method's state is a dict of plain numpy arrays / Python scalars / strings,
+nested by part (``state_dict`` / ``load_state_dict``), so a shop can persist it between rounds
+and across restarts exactly: :func:`flatten_state` turns it into one flat ``{key: array}``
+mapping for ``np.savez`` and :func:`unflatten_state` turns the loaded file back (scalars come
+back as 0-d arrays; every ``load_state_dict`` accepts both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedcl.data.interactions import Interactions
+from fedcl.models.base import Batch, Recommender
+
+State = dict[str, Any]  # values: numpy arrays, ints, floats, strings, or nested States
+SEP = "/"  # joins nested keys in a flat state (model parameter names use ".")
+
+
+class ContinualMethod:
+    """A no-op hook set (plain fine-tuning); subclasses override what they need."""
+
+    #: Retrain from scratch each window (joint training): the runner builds a fresh model.
+    reset_model: bool = False
+
+    def training_data(self, model: Recommender, new: Interactions, window: int) -> Interactions:
+        """The events to train on at this window (default: the new ones)."""
+        return new
+
+    def penalty(self, model: Recommender, batch: Batch) -> torch.Tensor | None:
+        """An extra loss term for this batch, or None."""
+        return None
+
+    def after_window(self, model: Recommender, new: Interactions, window: int) -> None:
+        """Update the method's memory after training on a window."""
+
+    def memory_bytes(self) -> int:
+        """Bytes of state kept between windows (buffer, Fisher, teacher)."""
+        return 0
+
+    def state_dict(self) -> State:
+        return {}
+
+    def load_state_dict(self, state: State) -> None:
+        """Restore exactly what ``state_dict`` returned."""
+
+
+def flatten_state(state: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """A nested State as one flat ``{"a/b": array}`` mapping (``np.savez(f, **flat)``)."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        if SEP in key:
+            raise ValueError(f"state key {key!r} contains {SEP!r}")
+        if isinstance(value, Mapping):
+            flat.update(flatten_state(value, prefix + key + SEP))
+        else:
+            flat[prefix + key] = np.asarray(value)
+    return flat
+
+
+def unflatten_state(flat: Mapping[str, Any]) -> State:
+    """The nested State of a flat mapping (e.g. an ``np.load`` of ``flatten_state``)."""
+    state: State = {}
+    for key in flat:
+        *parents, leaf = key.split(SEP)
+        node = state
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = np.asarray(flat[key])
+    return state
+
+
+def tensors_to_numpy(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """CPU numpy copies of a name -> tensor mapping (for ``state_dict``)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in tensors.items()}
+
+
+def nbytes(tensors: Mapping[str, torch.Tensor] | None) -> int:
+    """Total bytes of the tensors of a mapping (0 for None)."""
+    return sum(t.numel() * t.element_size() for t in (tensors or {}).values())
