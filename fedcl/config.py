@@ -7,17 +7,20 @@ start-up with Hydra's "Key 'x' not in 'Y'" message instead of an hour into a run
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from fedcl.continual.config import ContinualConfig
 from fedcl.data.sources.csv import CsvConfig
 from fedcl.data.sources.movielens import MovieLensConfig
 from fedcl.data.sources.online_retail import OnlineRetailConfig
 from fedcl.data.sources.synthetic import SyntheticConfig
 from fedcl.errors import ConfigError
 from fedcl.evaluation import EvalConfig
+from fedcl.federated.config import FederatedConfig, StrategyConfig
 from fedcl.models.history import HistoryConfig
 from fedcl.models.mf import MFConfig
 from fedcl.models.neumf import NeuMFConfig
@@ -25,17 +28,20 @@ from fedcl.models.pop import PopConfig
 from fedcl.models.sasrec import SASRecConfig
 from fedcl.train import TrainConfig
 
-MODES = ("centralized", "local")
+MODES = ("federated", "centralized", "local")
 
 
 @dataclass
 class Config:
     data: Any = MISSING
     model: Any = MISSING
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    #: "centralized" (all shops pooled) | "local" (each shop alone).
-    mode: str = "centralized"
+    #: "federated" (Flower) | "centralized" (all shops pooled) | "local" (each shop alone).
+    mode: str = "federated"
     #: "auto" (cuda, then mps, then cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
     device: str = "auto"
     #: torch CPU threads (0 = torch's default).
@@ -66,6 +72,8 @@ def register() -> None:
     """Register the schemas with Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    cs.store(group="continual", name="continual_schema", node=ContinualConfig)
+    cs.store(group="strategy", name="strategy_schema", node=StrategyConfig)
     for group, options in SCHEMAS.items():
         for name, node in options.items():
             cs.store(group=group, name=f"{name}_schema", node=node)
@@ -82,3 +90,25 @@ def check(cfg: Config) -> None:
             raise ConfigError(f"eval.variants may hold 'new' and 'repeat'; got {v!r}")
     if "new" not in cfg.eval.variants:
         raise ConfigError("eval.variants must include 'new' (the R-matrix variant)")
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(overrides: list[str]) -> tuple[Config, str]:
+    """The typed config for Hydra ``overrides`` (as on the command line) and its YAML."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        dcfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
+
+
+def config_from_run(run_config: dict) -> Config:
+    """The bridge from Flower's flat ``run_config`` (``flwr run --run-config``): the key
+    ``overrides`` holds Hydra overrides separated by spaces, e.g.
+    ``overrides="data=synthetic continual=replay federated.rounds=3"``."""
+    overrides = str(run_config.get("overrides", "")).split()
+    return compose_config(["mode=federated", *overrides])[0]

@@ -1,8 +1,10 @@
-"""Test-wide settings: caches and Ray/Flower homes live in a temporary folder."""
+"""Test-wide settings: caches and Ray/Flower homes live in temporary folders."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -11,6 +13,9 @@ import pytest
 def _isolated_caches(tmp_path_factory):
     root = tmp_path_factory.mktemp("fedcl-home")
     os.environ["FEDCL_CACHE"] = str(root / "cache")
-    os.environ.setdefault("RAY_TMPDIR", str(root / "ray"))
     os.environ["FLWR_HOME"] = str(root / "flwr")
+    # Ray puts Unix sockets under its temp dir: the path must stay short (< 108 bytes).
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = ray_tmp
     yield
+    shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -6,13 +6,12 @@ import json
 import math
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from fedcl.config import Config, register
-from fedcl.simulate import CONF_DIR, run
+from fedcl.config import CONF_DIR, Config, compose_config
+from fedcl.simulate import run
 
 TINY = [
+    "mode=centralized",
     "data=synthetic",
     "data.n_shops=3",
     "data.n_users=150",
@@ -26,10 +25,7 @@ TINY = [
 
 
 def _compose(overrides: list[str]) -> tuple[Config, str]:
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        dcfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(dcfg), OmegaConf.to_yaml(dcfg, resolve=True)
+    return compose_config(overrides)
 
 
 @pytest.mark.parametrize("mode", ["centralized", "local"])
@@ -75,6 +71,15 @@ def test_every_group_option_composes(group):
     for option in SCHEMAS[group]:
         cfg, _ = _compose([f"{group}={option}"])
         assert type(getattr(cfg, group)) is SCHEMAS[group][option]
+
+
+@pytest.mark.parametrize("group", ["continual", "strategy"])
+def test_every_yaml_of_a_group_composes(group):
+    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        cfg, _ = _compose([f"{group}={option}"])
+        assert getattr(cfg, group).name == option
 
 
 def test_misspelt_key_fails_at_start():

@@ -15,9 +15,8 @@ a subclass per combination. The runner calls, for each window t::
 ``new`` is window t's train part (on the model's device, sized like the model); the returned
 data is too. Every method's state is a dict of plain numpy arrays / Python scalars / strings,
 nested by part (``state_dict`` / ``load_state_dict``), so a shop can persist it between rounds
-and across restarts exactly: :func:`flatten_state` turns it into one flat ``{key: array}``
-mapping for ``np.savez`` and :func:`unflatten_state` turns the loaded file back (scalars come
-back as 0-d arrays; every ``load_state_dict`` accepts both).
+and across restarts exactly (e.g. with ``np.savez`` of the flattened dict, no pickle): every
+``load_state_dict`` also accepts scalars that come back as 0-d arrays.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from fedcl.data.interactions import Interactions
 from fedcl.models.base import Batch, Recommender
 
 State = dict[str, Any]  # values: numpy arrays, ints, floats, strings, or nested States
-SEP = "/"  # joins nested keys in a flat state (model parameter names use ".")
 
 
 class ContinualMethod:
@@ -61,31 +59,6 @@ class ContinualMethod:
 
     def load_state_dict(self, state: State) -> None:
         """Restore exactly what ``state_dict`` returned."""
-
-
-def flatten_state(state: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-    """A nested State as one flat ``{"a/b": array}`` mapping (``np.savez(f, **flat)``)."""
-    flat: dict[str, np.ndarray] = {}
-    for key, value in state.items():
-        if SEP in key:
-            raise ValueError(f"state key {key!r} contains {SEP!r}")
-        if isinstance(value, Mapping):
-            flat.update(flatten_state(value, prefix + key + SEP))
-        else:
-            flat[prefix + key] = np.asarray(value)
-    return flat
-
-
-def unflatten_state(flat: Mapping[str, Any]) -> State:
-    """The nested State of a flat mapping (e.g. an ``np.load`` of ``flatten_state``)."""
-    state: State = {}
-    for key in flat:
-        *parents, leaf = key.split(SEP)
-        node = state
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = np.asarray(flat[key])
-    return state
 
 
 def tensors_to_numpy(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -37,6 +37,7 @@ from fedcl.data.interactions import Interactions
 
 POLICIES = ("reservoir", "window", "item", "category", "recency", "herding")
 COLUMNS = ("users", "items", "times", "windows")
+STREAM = 1  # random stream tag: seeds (seed, STREAM, n) never collide with other parts
 
 
 def water_fill(counts: np.ndarray, budget: int) -> np.ndarray:
@@ -69,7 +70,7 @@ class ReplayBuffer:
     seen so far is in the buffer with the same probability k / seen (the buffer is a uniform
     k-subset of the stream). Per group the same holds with the group's quota. A budget that
     grows cannot bring back dropped events: the new room goes to the best-keyed new events.
-    Deterministic under ``seed``: update r draws from ``default_rng((seed, r))``.
+    Deterministic under ``seed``: update r draws from ``default_rng((seed, 1, r))``.
     """
 
     def __init__(
@@ -106,15 +107,19 @@ class ReplayBuffer:
     ) -> None:
         """Offer window ``window``'s events ``new``; keep at most ``budget`` events.
 
-        ``item_features`` (n_items, D) is needed by the herding policy only.
+        ``item_features`` (n_items, D) is needed by the herding policy only, which ranks a
+        window once: offer each window's events in one update.
         """
-        rng = np.random.default_rng((self.seed, self.updates))
+        rng = np.random.default_rng((self.seed, STREAM, self.updates))
         self.updates += 1
         self.seen += len(new)
         cols = [new.users, new.items, new.times]
         fresh = [c.detach().cpu().numpy().astype(np.int64) for c in cols]
         fresh.append(np.full(len(new), window, dtype=np.int64))
-        cand = {name: np.concatenate([old, f]) for name, old, f in zip(COLUMNS, self._cols(), fresh)}
+        cand = {
+            name: np.concatenate([old, f])
+            for name, old, f in zip(COLUMNS, self._cols(), fresh, strict=True)
+        }
         group, quota = self._quotas(cand, budget)
         if self.policy == "herding":
             if item_features is None:
@@ -129,7 +134,7 @@ class ReplayBuffer:
 
     def resize(self, budget: int) -> None:
         """Shrink to at most ``budget`` events by the policy's keys (growing keeps all)."""
-        cand = dict(zip(COLUMNS, self._cols()))
+        cand = dict(zip(COLUMNS, self._cols(), strict=True))
         self._keep(cand, self.keys, *self._quotas(cand, budget))
 
     def events(self, n_users: int | None = None, n_items: int | None = None) -> Interactions:
@@ -152,7 +157,7 @@ class ReplayBuffer:
 
     # --- persistence ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        cols = dict(zip(COLUMNS, (a.copy() for a in self._cols())))
+        cols = dict(zip(COLUMNS, (a.copy() for a in self._cols()), strict=True))
         meta = {"seed": self.seed, "seen": self.seen, "updates": self.updates}
         return {"policy": self.policy, **cols, "keys": self.keys.copy(), **meta}
 

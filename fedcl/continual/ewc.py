@@ -7,6 +7,8 @@ tables are the shop's own and change only for its own users. After each window t
 becomes the current parameters and the diagonal Fisher is combined online,
 ``F = gamma * F_old + F_new``. Tables that grew since the anchor (items first seen later) are
 penalised on their anchored prefix rows only: new rows have no anchor and move freely.
+The penalty gives every anchored row a (dense) gradient at every step, so it needs a dense
+optimiser (adam, sgd), not sparse_adam.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from fedcl.continual.base import ContinualMethod, State, nbytes, tensors_to_nump
 from fedcl.data.interactions import Interactions
 from fedcl.models.base import Batch, Recommender
 from fedcl.models.sampling import NegativeSampler
+
+STREAM = 3  # random stream tag (see buffer.STREAM)
 
 
 def shared_parameters(model: Recommender) -> dict[str, nn.Parameter]:
@@ -94,16 +98,18 @@ class EWC(ContinualMethod):
         window: int,
     ) -> dict[str, torch.Tensor]:
         device = new.users.device
-        seed = int(np.random.SeedSequence((self.seed, window)).generate_state(1)[0])
+        seed = int(np.random.SeedSequence((self.seed, STREAM, window)).generate_state(1)[0])
         gen = torch.Generator(device=device).manual_seed(seed)
         negatives = NegativeSampler.from_interactions(new).sample(len(new), 1, gen)
-        fisher = {n: torch.zeros_like(p, memory_format=torch.contiguous_format) for n, p in params.items()}
+        fisher = {
+            n: torch.zeros_like(p, memory_format=torch.contiguous_format) for n, p in params.items()
+        }
         was_training = model.training
         model.eval()  # no dropout noise in the estimate
         n_batches = 0
         for batch in model.batches(new, self.fisher_batch_size, negatives, gen):
             grads = torch.autograd.grad(model.loss(batch), list(params.values()), allow_unused=True)
-            for f, g in zip(fisher.values(), grads):
+            for f, g in zip(fisher.values(), grads, strict=True):
                 if g is not None:
                     f.add_((g.to_dense() if g.is_sparse else g).square(), alpha=batch.size)
             n_batches += 1

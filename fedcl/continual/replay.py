@@ -14,6 +14,8 @@ from fedcl.continual.herding import item_features
 from fedcl.data.interactions import Interactions
 from fedcl.models.base import Recommender
 
+STREAM = 2  # random stream tag (see buffer.STREAM)
+
 
 class Replay(ContinualMethod):
     """Replay from a :class:`ReplayBuffer` of ``budget`` events (``budget=0``: a
@@ -39,7 +41,7 @@ class Replay(ContinualMethod):
             )
         self.buffer = buffer
         self.budget, self.budget_fraction, self.mix, self.seed = budget, budget_fraction, mix, seed
-        self.draws = 0  # training_data calls so far: the sample's rng is (seed, draws)
+        self.draws = 0  # training_data calls so far: the sample's rng is (seed, 2, draws)
 
     def current_budget(self, seen: int) -> int:
         """The buffer's budget in events after ``seen`` events."""
@@ -52,7 +54,7 @@ class Replay(ContinualMethod):
         if n == len(self.buffer):
             old = self.buffer.events(model.n_users, model.n_items)
         else:
-            rng = np.random.default_rng((self.seed, self.draws))
+            rng = np.random.default_rng((self.seed, STREAM, self.draws))
             old = self.buffer.sample(n, rng, model.n_users, model.n_items)
         self.draws += 1
         data = old.to(new.users.device).concat(new)

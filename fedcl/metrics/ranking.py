@@ -3,7 +3,10 @@
 One ordering everywhere: score descending, ties broken by the lower item index first. The
 rank (1-based) of a target item ``j`` of a user is therefore
 ``1 + #{k : s_k > s_j} + #{k : s_k == s_j and k < j}``; every metric is a function of the
-targets' ranks, so no full sort is needed. NaN scores count as ``-inf``.
+targets' ranks, so no full sort is needed. NaN scores count as ``-inf``; ``-0.0`` ties ``+0.0``.
+Per user batch, one ``topk`` (ties across its cut repaired) gives the exact top-K lists and
+two comparisons with each user's best target give its MRR rank: nothing is done per target
+and scores are compared in their own dtype (float64 keeps its full precision).
 """
 
 from __future__ import annotations
@@ -60,18 +63,17 @@ def build_eval_task(history: Interactions, test: Interactions, variant: str) -> 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     n_items = max(history.n_items, test.n_items)
-    span = max(n_items, 1)  # pair key = user * span + item; numpy: far faster on CPU
-    h_keys = np.unique(_np(history.users) * span + _np(history.items))  # sorted distinct
-    h_key_users = h_keys // span  # ascending
-    h_users = h_key_users[_first_of_runs(h_key_users)]
+    span = max(n_items, 1)  # pair key = user * span + item; numpy: fast sorts on CPU
+    h_keys = np.sort(history.users.cpu().numpy() * span + history.items.cpu().numpy())
+    h_keys = h_keys[_first_of_runs(h_keys)]  # (P_h,) sorted distinct pairs
+    h_users = (h_key_users := h_keys // span)[_first_of_runs(h_key_users)]
 
     # Distinct test pairs with the time position of their first purchase.
-    by_time = np.argsort(_np(test.times), kind="stable")  # (N,)
-    pairs = (_np(test.users) * span + _np(test.items))[by_time]
+    by_time = np.argsort(test.times.cpu().numpy(), kind="stable")  # (N,) (no-op when time-sorted)
+    pairs = (test.users.cpu().numpy() * span + test.items.cpu().numpy())[by_time]
     pos = np.argsort(pairs, kind="stable")
-    keys = pairs[pos]
-    first = _first_of_runs(keys)
-    keys, pos = keys[first], pos[first]  # (P,), pos: earliest occurrence (stable sort)
+    first = _first_of_runs(pairs[pos])
+    keys, pos = pairs[pos][first], pos[first]  # (P,), pos: earliest occurrence (stable sort)
 
     t_users = keys // span  # ascending
     distinct = t_users[_first_of_runs(t_users)]
@@ -81,19 +83,18 @@ def build_eval_task(history: Interactions, test: Interactions, variant: str) -> 
         keep &= ~_member(h_keys, keys)
     keys, pos = keys[keep], pos[keep]
     keys = keys[np.lexsort((pos, keys // span))]  # by (user, first purchase)
-    key_users = keys // span
-    users = key_users[_first_of_runs(key_users)]
+    users = (key_users := keys // span)[_first_of_runs(key_users)]
     target_ptr = np.append(np.searchsorted(key_users, users), key_users.size)
 
     if variant == "new":  # each user's distinct history items: a slice of h_keys
         lo = np.searchsorted(h_key_users, users, side="left")
         counts = np.searchsorted(h_key_users, users, side="right") - lo
         mask_ptr = np.concatenate([[0], np.cumsum(counts)])
-        mask_items = h_keys[np.repeat(lo - mask_ptr[:-1], counts) + np.arange(mask_ptr[-1])] % span
+        m_keys = h_keys[np.repeat(lo - mask_ptr[:-1], counts) + np.arange(mask_ptr[-1])]
     else:
-        mask_items, mask_ptr = keys[:0], np.zeros(users.size + 1, dtype=np.int64)
+        m_keys, mask_ptr = keys[:0], np.zeros(users.size + 1, dtype=np.int64)
     cold, dropped = distinct.size - n_warm, n_warm - users.size
-    csr = (users, target_ptr, keys % span, mask_ptr, mask_items)
+    csr = (users, target_ptr, keys % span, mask_ptr, m_keys % span)
     csr = tuple(torch.from_numpy(x.astype(np.int64)).to(test.users.device) for x in csr)
     return EvalTask(*csr, n_items, variant, n_cold_users=cold, n_dropped_users=dropped)
 
@@ -240,15 +241,9 @@ def evaluate_sampled(
 
 
 # --- helpers ------------------------------------------------------------------------------
-def _np(t: Tensor) -> np.ndarray:
-    return t.cpu().numpy().astype(np.int64, copy=False)
-
-
 def _first_of_runs(a: np.ndarray) -> np.ndarray:
-    """Boolean mask of the first element of every run of equal values of ``a``."""
-    first = np.ones(a.shape, dtype=bool)
-    first[1:] = a[1:] != a[:-1]
-    return first
+    """Boolean mask of the first element of every run of equal values of a 1-D ``a``."""
+    return np.concatenate([[True], a[1:] != a[:-1]])[: a.size]
 
 
 def _member(sorted_unique: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -313,38 +308,24 @@ def _top_items(s: Tensor, k: int) -> Tensor:
     vals, idx = torch.topk(s, min(k + 1, s.shape[1]))
     if vals.shape[1] > k:
         tied = (vals[:, k - 1] == vals[:, k]).nonzero().squeeze(1)
-        idx = idx[:, :k]
+        vals, idx = vals[:, :k], idx[:, :k]
         if tied.numel():
-            sub, cut = s[tied], vals[tied, k - 1 : k]
-            above, eq = sub > cut, sub == cut
-            member = above | (eq & (eq.cumsum(1) <= k - above.sum(1, keepdim=True)))
+            cut = vals[tied, k - 1 :]  # (T, 1)
+            above = vals[tied] > cut  # (T, k): every item above the cut is in the top k
+            eq = s.index_select(0, tied) == cut  # (T, n)
+            need = k - above.sum(1, keepdim=True, dtype=torch.int32)
+            member = eq & (eq.cumsum(1, dtype=torch.int32) <= need)  # lowest-index ties
+            r, c = above.nonzero(as_tuple=True)
+            member[r, idx[tied][r, c]] = True
             idx[tied] = member.nonzero()[:, 1].view(-1, k)  # exactly k per row, ascending
     idx = idx.sort(1).values
     v = s.gather(1, idx) + 0.0  # + 0.0: -0.0 becomes +0.0 (they tie, as in comparisons)
     return idx.gather(1, v.sort(dim=1, descending=True, stable=True).indices)
 
 
-def _best_ranks(s: Tensor, rows: Tensor, items: Tensor) -> Tensor:
-    """(B,) rank of every row's best target ``j``: ``1 + #{s_k > s_j} + #{s_k == s_j, k < j}``
-    with ``j`` the lowest-index target of the row's highest target score."""
-    b, n = s.shape
-    st = s[rows, items]  # (nnz,)
-    best = torch.full((b,), -torch.inf, dtype=s.dtype, device=s.device)
-    best = best.scatter_reduce(0, rows, st, reduce="amax")  # every row has a target
-    j = torch.where(st == best[rows], items, n)
-    j = torch.full((b,), n, device=s.device).scatter_reduce(0, rows, j, reduce="amin")
-    ranks, eq = 1 + (s > best[:, None]).sum(1), s == best[:, None]
-    tied = (eq.sum(1) > 1).nonzero().squeeze(1)  # rows where another item ties with the best
-    if tied.numel():
-        ranks[tied] += (eq[tied] & (torch.arange(n, device=s.device) < j[tied, None])).sum(1)
-    return ranks
-
-
-def _batch_metrics(
-    s: Tensor, rows: Tensor, items: Tensor, ks: tuple[int, ...]
-) -> dict[str, Tensor]:
+def _batch_metrics(s: Tensor, rows: Tensor, items: Tensor, ks: Sequence[int]) -> dict[str, Tensor]:
     """Per-row metrics of a batch: scores ``s`` (B, n) (masked, no NaN), targets (row, item)
-    of a CSR batch, each row with >= 1 target. One top-k and O(1) passes over ``s``."""
+    of a CSR batch, each row with >= 1 target. One ``topk`` and a few passes over ``s``."""
     b, n = s.shape
     n_t = torch.bincount(rows, minlength=b)  # (B,)
     if bool((n_t == 0).any()):
@@ -363,7 +344,21 @@ def _batch_metrics(
         out[f"hr@{k}"] = (hits > 0).double()
         out[f"ndcg@{k}"] = (hit[:, :k] @ disc[:k]) / idcg[torch.clamp(n_t, max=k) - 1]
         out[f"recall@{k}"] = hits / n_t
-    out["mrr"] = 1.0 / _best_ranks(s, rows, items).double()
+    # MRR: the best target j (top score, then lowest index) ranks 1 + #{s > s_j} +
+    # #{s == s_j, index < j}. Comparisons written as 0/1 floats sum ~4x faster than bools.
+    st = s[rows, items]  # (nnz,)
+    best = s.new_full((b,), -torch.inf).scatter_reduce(0, rows, st, reduce="amax")[:, None]
+    j = torch.where(st == best[rows, 0], items, n)
+    j = rows.new_full((b,), n).scatter_reduce(0, rows, j, reduce="amin")
+    exact = torch.float32 if n < 2**24 else torch.float64  # sums of n 0/1 values stay exact
+    buf = torch.empty(s.shape, device=s.device, dtype=exact)
+    ranks = 1 + torch.gt(s, best, out=buf).sum(1)
+    eq = torch.eq(s, best, out=buf)
+    tied = (eq.sum(1) > 1).nonzero().squeeze(1)  # rows where other items tie with j
+    if tied.numel():
+        after = torch.arange(n, device=s.device) >= j[tied, None]
+        ranks[tied] += eq.index_select(0, tied).masked_fill_(after, 0).sum(1)
+    out["mrr"] = 1.0 / ranks.double()
     return out
 
 

@@ -335,3 +335,126 @@ def test_sampled_positive_is_the_earliest_purchase() -> None:
     scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 9.0]])  # item 5 on top
     m = evaluate_sampled(fixed(scores), task, generator=torch.Generator().manual_seed(0))
     assert m["hr@10"].tolist() == [1.0] and m["mrr"].tolist() == [1.0]
+
+
+# --- the fast ranking path against the ordering rule itself ---------------------------------
+def rule_metrics(scores: torch.Tensor, task: EvalTask, ks) -> dict[str, list[float]]:
+    """Metrics from ranks computed one target at a time by the module docstring's formula
+    ``1 + #{s_k > s_j} + #{s_k == s_j and k < j}`` (NaN -> -inf, masked items -inf)."""
+    out: dict[str, list[float]] = {}
+    targets = csr_lists(task.target_ptr, task.target_items)
+    masks = csr_lists(task.mask_ptr, task.mask_items)
+    for u, tg in enumerate(targets):
+        s = scores[task.users[u]].clone()
+        s = s if s.is_floating_point() else s.double()
+        s[s.isnan()] = -math.inf
+        s[masks[u]] = -math.inf
+        ar = torch.arange(s.numel())
+        ranks = [int(1 + (s > s[j]).sum() + ((s == s[j]) & (ar < j)).sum()) for j in tg]
+        for k in ks:
+            hits = [r for r in ranks if r <= k]
+            idcg = sum(1 / math.log2(r + 1) for r in range(1, min(len(tg), k) + 1))
+            out.setdefault(f"hr@{k}", []).append(float(bool(hits)))
+            out.setdefault(f"ndcg@{k}", []).append(sum(1 / math.log2(r + 1) for r in hits) / idcg)
+            out.setdefault(f"recall@{k}", []).append(len(hits) / len(tg))
+        out.setdefault("mrr", []).append(1 / min(ranks))
+    return out
+
+
+def tied_scores(kind: str, shape: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+    """Score matrices full of ties, signed zeros, NaN, infinities or sub-float32 gaps."""
+    ints = torch.randint(0, 4, shape, generator=g)
+    if kind == "int0..3":
+        return ints.float()
+    if kind == "special":  # -0.0 ties +0.0, NaN ties -inf (and masked items)
+        vals = torch.tensor([0.0, -0.0, math.nan, math.inf, -math.inf, 1.0, 1.0])
+        return vals[torch.randint(0, 7, shape, generator=g)]
+    if kind == "float64_fine":  # distinct in float64, all equal once cast to float32
+        return 1.0 + ints.double() * 2.0**-40
+    if kind == "float16":
+        return ints.half() / 4
+    if kind == "bfloat16":
+        return ints.bfloat16() - 1
+    if kind == "long":
+        return ints - 2
+    return torch.randn(shape, generator=g)
+
+
+@pytest.mark.parametrize(
+    "kind", ["int0..3", "special", "float64_fine", "float16", "bfloat16", "long", "randn"]
+)
+@pytest.mark.parametrize("n_items", [15, 300])
+def test_matches_rule_on_large_tied_inputs(kind: str, n_items: int) -> None:
+    g = torch.Generator().manual_seed(n_items)
+    n_users = 50
+    targets, masks = [], []
+    for _ in range(n_users):
+        perm = torch.randperm(n_items, generator=g).tolist()
+        n_t = int(torch.randint(1, min(25, n_items - 3), (1,), generator=g))
+        targets.append(perm[:n_t])
+        masks.append(sorted(perm[n_t : n_t + int(torch.randint(0, 4, (1,), generator=g))]))
+    task = make_task(targets, masks, n_items)
+    scores = tied_scores(kind, (n_users, n_items + 2), g)  # extra columns are ranked too
+    ks = (1, 10, 20)  # 20 > n_items = 15: the top-k covers the whole row
+    want = rule_metrics(scores, task, ks)
+    for batch_size in (7, 1024):
+        m = evaluate(fixed(scores), task, ks, batch_size)
+        for name, values in want.items():
+            assert m[name].tolist() == pytest.approx(values), (name, batch_size)
+
+
+def test_float64_scores_keep_full_precision() -> None:
+    # 1 + 2^-40 rounds to 1.0 in float32; the exact order still puts item 1 first
+    scores = torch.tensor([[1.0, 1.0 + 2.0**-40, 1.0]], dtype=torch.float64)
+    m = evaluate(fixed(scores), make_task([[0]], [[]], 3), ks=(1,))
+    assert m["hr@1"].tolist() == [0.0] and m["mrr"].tolist() == [0.5]
+
+
+def test_tie_across_the_top_k_cut_goes_to_lower_indices() -> None:
+    # 5 items tie at 1.0 around the cut k = 2; item 4 is ahead of them; targets 3 and 5
+    scores = torch.tensor([[1.0, 0.0, 1.0, 1.0, 2.0, 1.0, 1.0]])
+    m = evaluate(fixed(scores), make_task([[5, 3]], [[]], 7), ks=(2, 4))
+    # ranking: 4, 0, 2, 3, 5, 6, 1 -> targets at ranks 4 and 5
+    assert m["hr@2"].tolist() == [0.0] and m["hr@4"].tolist() == [1.0]
+    assert m["recall@4"].tolist() == [0.5] and m["mrr"].tolist() == [0.25]
+
+
+# --- build_eval_task against a plain-Python reference ----------------------------------------
+def naive_task(history, test, variant: str):
+    """(users, targets, masks, n_cold, n_dropped) by dictionaries and a stable time sort."""
+    seen: dict[int, set[int]] = {}
+    for u, i, _ in history:
+        seen.setdefault(u, set()).add(i)
+    bought: dict[int, list[int]] = {}
+    for u, i, _ in sorted(test, key=lambda e: e[2]):
+        if i not in bought.setdefault(u, []):
+            bought[u].append(i)
+    users, targets, masks, dropped = [], [], [], 0
+    for u in sorted(u for u in bought if u in seen):
+        tg = [i for i in bought[u] if variant == "repeat" or i not in seen[u]]
+        if not tg:
+            dropped += 1
+            continue
+        users.append(u)
+        targets.append(tg)
+        masks.append(sorted(seen[u]) if variant == "new" else [])
+    cold = sum(u not in seen for u in bought)
+    return users, targets, masks, cold, dropped
+
+
+event_lists = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 9), st.integers(0, 5)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_lists, event_lists, st.sampled_from(["new", "repeat"]))
+def test_build_matches_naive_reference(history, test, variant: str) -> None:
+    hist = events(history, 7, 8) if history else Interactions.empty(7, 8)
+    tst = events(test, 7, 10) if test else Interactions.empty(7, 10)  # test times unsorted
+    task = build_eval_task(hist, tst, variant)
+    users, targets, masks, cold, dropped = naive_task(history, test, variant)
+    assert task.users.tolist() == users
+    assert csr_lists(task.target_ptr, task.target_items) == targets
+    assert csr_lists(task.mask_ptr, task.mask_items) == masks
+    assert (task.n_items, task.n_cold_users, task.n_dropped_users) == (10, cold, dropped)
+    for t in (task.users, task.target_ptr, task.target_items, task.mask_ptr, task.mask_items):
+        assert t.dtype == torch.long

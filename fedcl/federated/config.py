@@ -1,0 +1,47 @@
+"""Typed configuration of federation (Hydra node ``federated`` and group ``strategy``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StrategyConfig:
+    """A Flower strategy: ``_target_`` is the class, ``kwargs`` its own arguments."""
+
+    name: str = "fedavg"
+    _target_: str = "flwr.serverapp.strategy.FedAvg"
+    #: Fraction of shops sampled per training round.
+    fraction_train: float = 1.0
+    #: Fewest shops a round trains with.
+    min_train_nodes: int = 2
+    #: Strategy-specific arguments (eta, beta_1, trimmed fraction, server momentum, ...).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: FedProx's mu: the shop adds mu/2 * ||w - w_global||^2 over the shared parameters.
+    proximal_mu: float = 0.0
+
+
+@dataclass
+class FederatedConfig:
+    #: Aggregation rounds per window; each round a shop trains ``train.epochs`` epochs.
+    rounds: int = 2
+    #: Shops that must be connected before training starts, and how long to wait for them.
+    min_shops: int = 2
+    wait_timeout_s: float = 120.0
+    #: Seconds to wait for the replies of one round.
+    round_timeout_s: float = 600.0
+    #: Privacy: a metric leaves a shop only as an aggregate over at least this many users.
+    min_users: int = 5
+    #: Shared parameters a shop keeps for itself (FedPer-style personalisation), e.g.
+    #: ["item_bias"] for MF: the shop's own popularity prior is never averaged away.
+    local_keys: list[str] = field(default_factory=list)
+    #: A reply claiming more training examples than this is rejected (caps one shop's weight).
+    max_examples: float = 1e8
+    #: Where shops keep their state; "" = ``<run dir>/shops`` in simulation.
+    state_dir: str = ""
+    #: Simulation: CPUs Ray may use and CPUs per shop (several shops share the cores).
+    sim_cpus: int = 2
+    cpus_per_shop: float = 1.0
+    #: Simulation: GPU fraction per shop when a GPU is present (fractions pack shops).
+    gpus_per_shop: float = 0.0

@@ -1,0 +1,188 @@
+"""The server's schedule: for each window, R rounds of train + aggregate, then federated
+evaluation of every window's test part (one R-matrix row), then the run directory.
+
+Flower's strategies are used for sampling and aggregation only (``configure_train``,
+``aggregate_train``): the loop is ours, so replies are validated before they reach the
+aggregate, bytes are counted, and the catalogue grows window by window.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedcl.errors import FedclError
+from fedcl.federated.growth import grow_strategy_state
+from fedcl.federated.records import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    Spec,
+    from_record,
+    record_bytes,
+    to_record,
+    valid_replies,
+)  # fmt: skip
+from fedcl.federated.shop import UNTRAINED, metrics_to_cells, shop_data
+from fedcl.federated.strategies import build_strategy
+from fedcl.learner import build_model
+
+log = logging.getLogger("fedcl")
+
+
+class NotEnoughShops(FedclError):
+    """Too few shops connected within the timeout."""
+
+
+def wait_for_shops(grid: Grid, n: int, timeout_s: float) -> list[int]:
+    """Node ids once at least ``n`` are connected; a clear error after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while len(nodes := list(grid.get_node_ids())) < n:
+        if time.monotonic() > deadline:
+            raise NotEnoughShops(
+                f"only {len(nodes)} shop(s) connected after {timeout_s:.0f} s, need "
+                f"federated.min_shops={n}: start more shop agents or lower federated.min_shops"
+            )
+        time.sleep(0.5)
+    return nodes
+
+
+class GlobalModel:
+    """The server's copy of the shared parameters, grown with the public catalogue."""
+
+    def __init__(self, cfg: Any, n_items: int) -> None:
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, 1, n_items, torch.device("cpu"))
+        self.local = set(cfg.federated.local_keys)
+
+    def grow(self, n_items: int) -> None:
+        self.model.grow(1, max(n_items, self.model.n_items))
+
+    def record(self):
+        shared = self.model.shared_state()
+        return to_record({k: v for k, v in shared.items() if k not in self.local})
+
+    def load(self, record) -> None:
+        state = self.model.shared_state()
+        state.update(from_record(record))
+        self.model.load_shared_state(state)
+
+
+def run_federated(grid: Grid, cfg: Any) -> dict[str, Any]:
+    """Run every window and round; returns what the report needs."""
+    fed = cfg.federated
+    random.seed(cfg.seed)  # Flower samples nodes with the random module
+    data = shop_data(cfg)  # the server reads only the public catalogue and window bounds
+    n_windows = data.n_windows
+    strategy = build_strategy(cfg.strategy, fed)
+    nodes = wait_for_shops(grid, fed.min_shops, fed.wait_timeout_s)
+    log.info("%d shops connected; %d windows x %d rounds", len(nodes), n_windows, fed.rounds)
+
+    out: dict[str, Any] = {"rounds": [], "bytes_up": 0, "bytes_down": 0, "rejected": []}
+    final_items = data.n_items_known(n_windows - 1)
+    glob = GlobalModel(cfg, final_items)
+    out["baseline"] = evaluate_all(grid, glob.record(), UNTRAINED, final_items, cfg, out)
+    glob = GlobalModel(cfg, data.n_items_known(0))
+    rows = []
+    server_round = 0
+    for t in range(n_windows):
+        n_items = data.n_items_known(t)
+        glob.grow(n_items)
+        grow_strategy_state(strategy, glob.record())
+        for r in range(1, fed.rounds + 1):
+            server_round += 1
+            start = time.perf_counter()
+            arrays = glob.record()
+            conf = ConfigRecord({"window": t, "round": r, "n-items": n_items})
+            messages = list(strategy.configure_train(server_round, arrays, conf, grid))
+            replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout_s))
+            good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples)
+            down = record_bytes(arrays) * len(messages)
+            up = sum(record_bytes(m.content.array_records[ARRAYS]) for m in good)
+            loss = None
+            if good:
+                agg, metrics = strategy.aggregate_train(server_round, good)
+                if agg is not None:
+                    glob.load(agg)
+                loss = None if metrics is None else metrics.get("train-loss")
+            out["bytes_up"] += up
+            out["bytes_down"] += down
+            out["rejected"] += [{"window": t, "round": r, "node": n, "why": w} for n, w in rejected]
+            seconds = time.perf_counter() - start
+            log.info(
+                "window %2d/%d round %d/%d  shops %d/%d ok  loss %s  up %.1f MB  down %.1f MB"
+                "  %.1fs",
+                t, n_windows - 1, r, fed.rounds, len(good), len(messages),
+                "-" if loss is None else f"{loss:.4f}", up / 1e6, down / 1e6, seconds,
+            )  # fmt: skip
+            out["rounds"].append(
+                {
+                    "window": t, "round": r, "unit": "federated", "shops": len(messages),
+                    "ok": len(good), "rejected": len(rejected), "loss": loss,
+                    "bytes_up": up, "bytes_down": down, "round_s": round(seconds, 3),
+                }
+            )  # fmt: skip
+        rows.append(evaluate_all(grid, glob.record(), t, n_items, cfg, out))
+    out["rows"] = rows
+    return out
+
+
+def evaluate_all(grid: Grid, arrays, window: int, n_items: int, cfg: Any, out: dict) -> dict:
+    """Every shop evaluates the model; returns ``{variant: [{shop: cell} per window]}``."""
+    nodes = list(grid.get_node_ids())
+    conf = ConfigRecord({"window": window, "n-items": n_items})
+    messages = [
+        Message(
+            content=RecordDict({ARRAYS: arrays, CONFIG: conf}),
+            message_type=MessageType.EVALUATE,
+            dst_node_id=node,
+        )
+        for node in nodes
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=cfg.federated.round_timeout_s))
+    out["bytes_down"] += record_bytes(arrays) * len(messages)
+    data = shop_data(cfg)
+    row: dict[str, list[dict]] = {v: [{} for _ in range(data.n_windows)] for v in cfg.eval.variants}
+    for msg in replies:
+        if msg.has_error():
+            log.warning(
+                "evaluation failed at node %s: %s", msg.metadata.src_node_id, msg.error.reason
+            )
+            continue
+        shop = str(msg.content.config_records["shop"]["shop"])
+        metrics = dict(msg.content.metric_records[METRICS])
+        for v, cells in metrics_to_cells(metrics, data.n_windows, cfg.eval.variants).items():
+            for i, cell in enumerate(cells):
+                row[v][i][shop] = cell
+    return row
+
+
+def write_report(cfg: Any, result: dict, out_dir: Path, config_yaml: str, wall_s: float) -> dict:
+    """metrics.json and the rest of the run directory for a federated run."""
+    from fedcl.data.prepare import data_digest
+    from fedcl.report import build_metrics, write_run_dir
+
+    data = shop_data(cfg)
+    cells = {v: [row[v] for row in result["rows"]] for v in cfg.eval.variants}
+    doc = build_metrics(
+        mode="federated",
+        metric=cfg.eval.metric,
+        seed=cfg.seed,
+        wall_s=wall_s,
+        cells=cells,
+        baseline=result["baseline"],
+        shops=data.shops,
+        data_sha256=data_digest(cfg.data),
+        config_yaml=config_yaml,
+        comm={"bytes_up": result["bytes_up"], "bytes_down": result["bytes_down"]},
+    )
+    doc["rejected_replies"] = result["rejected"]
+    write_run_dir(out_dir, doc, result["rounds"], config_yaml)
+    return doc

@@ -1,0 +1,141 @@
+"""A shop's durable state: private parameters, continual-method state, window watermark.
+
+The same store serves simulation and deployment. A state is a nested dict whose leaves are
+tensors, numpy arrays or plain scalars/strings. Each save writes a new generation atomically
+(write to a temporary file, fsync, rename, fsync the directory) next to its sha256; loading
+takes the newest generation whose checksum matches, so a crash mid-write or a corrupt file
+falls back to the previous good state instead of losing the shop's history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("fedcl.federated")
+Tree = dict[str, Any]
+_SEP = "/"
+_GEN = re.compile(r"^state-(\d{8})\.npz$")
+
+
+def flatten(tree: Tree, prefix: str = "") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Leaves as numpy arrays keyed by path, and each leaf's kind for exact restore."""
+    arrays: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for key, value in tree.items():
+        if _SEP in key:
+            raise ValueError(f"state keys may not contain {_SEP!r}: {key!r}")
+        path = prefix + key
+        if isinstance(value, dict):
+            if not value:
+                kinds[path] = "empty"
+            sub_a, sub_k = flatten(value, path + _SEP)
+            arrays.update(sub_a)
+            kinds.update(sub_k)
+        elif isinstance(value, torch.Tensor):
+            arrays[path] = value.detach().cpu().numpy()
+            kinds[path] = "tensor"
+        elif isinstance(value, np.ndarray):
+            arrays[path] = value
+            kinds[path] = "ndarray"
+        elif value is None:
+            kinds[path] = "none"
+        elif isinstance(value, (bool, int, float, str)):
+            arrays[path] = np.asarray(value)
+            kinds[path] = type(value).__name__
+        else:
+            raise TypeError(f"cannot store {type(value).__name__} at {path!r}")
+    return arrays, kinds
+
+
+def unflatten(arrays: dict[str, np.ndarray], kinds: dict[str, str]) -> Tree:
+    casts = {"bool": bool, "int": int, "float": float, "str": str}
+    tree: Tree = {}
+    for path, kind in kinds.items():
+        *parents, leaf = path.split(_SEP)
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        if kind == "empty":
+            node[leaf] = {}
+        elif kind == "none":
+            node[leaf] = None
+        elif kind == "tensor":
+            node[leaf] = torch.from_numpy(np.array(arrays[path]))
+        elif kind == "ndarray":
+            node[leaf] = np.array(arrays[path])
+        else:
+            node[leaf] = casts[kind](arrays[path].item())
+    return tree
+
+
+class ShopStateStore:
+    """Generations of one shop's state in ``directory`` (keeps the newest ``keep``)."""
+
+    def __init__(self, directory: str | Path, keep: int = 2) -> None:
+        self.dir = Path(directory)
+        self.keep = max(keep, 2)
+
+    def _generations(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _GEN.match(p.name)))
+
+    def save(self, state: Tree) -> Path:
+        """Write a new generation atomically; returns its path."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        arrays, kinds = flatten(state)
+        buf = io.BytesIO()
+        np.savez(buf, __kinds__=np.asarray(json.dumps(kinds)), **arrays)
+        payload = buf.getvalue()
+        gens = self._generations()
+        gen = (gens[-1] + 1) if gens else 1
+        path = self.dir / f"state-{gen:08d}.npz"
+        _atomic_write(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest().encode())
+        _atomic_write(path, payload)
+        for old in gens[: max(0, len(gens) + 1 - self.keep)]:
+            for suffix in (".npz", ".sha256"):
+                (self.dir / f"state-{old:08d}{suffix}").unlink(missing_ok=True)
+        return path
+
+    def load(self) -> Tree | None:
+        """The newest state whose checksum matches, or None for a shop without state."""
+        for gen in reversed(self._generations()):
+            path = self.dir / f"state-{gen:08d}.npz"
+            try:
+                payload = path.read_bytes()
+                want = path.with_suffix(".sha256").read_text().strip()
+            except OSError as e:
+                log.warning("state %s unreadable (%s); trying the previous one", path, e)
+                continue
+            if hashlib.sha256(payload).hexdigest() != want:
+                log.warning("state %s fails its checksum; using the previous one", path)
+                continue
+            with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+                kinds = json.loads(str(z["__kinds__"]))
+                arrays = {k: z[k] for k in z.files if k != "__kinds__"}
+            return unflatten(arrays, kinds)
+        return None
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

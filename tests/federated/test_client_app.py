@@ -1,0 +1,126 @@
+"""The ClientApp called directly with real Messages: what leaves a shop, and what it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.app import make_client_app
+from fedcl.federated.records import ARRAYS, CONFIG, METRICS, Spec, reply_problem
+from fedcl.federated.server_loop import GlobalModel
+from fedcl.federated.shop import shop_data
+
+
+@pytest.fixture(autouse=True)
+def _server_identity():
+    """Messages are built as the ServerApp would build them (Flower reads its identity)."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+def _context(partition: int) -> Context:
+    return Context(
+        run_id=1,
+        node_id=partition + 10,
+        node_config={"partition-id": partition, "num-partitions": 3},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
+def _message(kind: str, arrays: ArrayRecord, window: int, n_items: int) -> Message:
+    conf = ConfigRecord({"window": window, "round": 1, "n-items": n_items})
+    return Message(
+        content=RecordDict({ARRAYS: arrays, CONFIG: conf}), message_type=kind, dst_node_id=10
+    )
+
+
+def _global(cfg, window: int):
+    data = shop_data(cfg)
+    glob = GlobalModel(cfg, data.n_items_known(window))
+    return glob.record(), data.n_items_known(window), data
+
+
+def test_train_reply_holds_exactly_the_shared_arrays(tiny_cfg):
+    cfg = tiny_cfg()
+    arrays, n_items, data = _global(cfg, 0)
+    app = make_client_app(cfg)
+
+    reply = app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
+
+    content = reply.content
+    assert reply_problem(content, Spec.of(arrays), 1e8) is None
+    sent = content.array_records[ARRAYS]
+    assert set(sent.keys()) == set(arrays.keys())
+    n_users = data.n_users_known(data.shops[0], 0)
+    for a in sent.values():
+        assert n_users not in a.shape  # nothing sized by the shop's user count
+    # Only aggregate metrics, none naming or indexing a user.
+    assert set(content.metric_records[METRICS]) == {"num-examples", "train-loss", "new-events"}
+    assert not content.config_records
+
+
+def test_training_changes_shared_arrays_and_persists_private_state(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    arrays, n_items, data = _global(cfg, 0)
+    app = make_client_app(cfg)
+
+    reply = app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(1))
+
+    before = arrays["item_emb.weight"].numpy()
+    after = reply.content.array_records[ARRAYS]["item_emb.weight"].numpy()
+    assert not np.allclose(before, after)
+    store = tmp_path / "shops" / data.shops[1]
+    assert list(store.glob("state-*.npz"))
+
+
+def test_evaluate_reply_is_aggregate_and_respects_min_users(tiny_cfg):
+    cfg = tiny_cfg("federated.min_users=1000")
+    arrays, n_items, data = _global(cfg, 0)
+    app = make_client_app(cfg)
+
+    reply = app(_message(MessageType.EVALUATE, arrays, 0, n_items), _context(0))
+
+    metrics = dict(reply.content.metric_records[METRICS])
+    # Every cell rests on fewer than 1000 users: all withheld, only zero counts leave.
+    assert metrics and all(k.split("/")[1] == "n_users" and v == 0 for k, v in metrics.items())
+    assert reply.content.config_records["shop"]["shop"] == data.shops[0]
+
+
+def test_evaluate_reports_cells_for_enough_users(tiny_cfg):
+    cfg = tiny_cfg()
+    arrays, n_items, data = _global(cfg, 0)
+    app = make_client_app(cfg)
+
+    reply = app(_message(MessageType.EVALUATE, arrays, 0, n_items), _context(0))
+
+    metrics = dict(reply.content.metric_records[METRICS])
+    counts = {k: v for k, v in metrics.items() if "/n_users/" in k}
+    assert len(counts) == 2 * data.n_windows  # new + repeat, every window
+    assert any(v > 0 for v in counts.values())
+    for key, n in counts.items():
+        variant, _, i = key.split("/")
+        assert (f"{variant}/ndcg@10/{i}" in metrics) == (n > 0)
+
+
+def test_catalogue_growth_keeps_shapes_consistent(tiny_cfg):
+    cfg = tiny_cfg()
+    data = shop_data(cfg)
+    glob = GlobalModel(cfg, data.n_items_known(0))
+    glob.grow(data.n_items_known(2))
+    arrays = glob.record()
+    app = make_client_app(cfg)
+
+    first = app(_message(MessageType.TRAIN, arrays, 2, data.n_items_known(2)), _context(2))
+
+    assert reply_problem(first.content, Spec.of(arrays), 1e8) is None
+    assert first.content.array_records[ARRAYS]["item_emb.weight"].shape[0] == (
+        data.n_items_known(2)
+    )
+    assert torch.isfinite(
+        torch.from_numpy(first.content.array_records[ARRAYS]["item_emb.weight"].numpy())
+    ).all()
