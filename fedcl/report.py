@@ -135,9 +135,19 @@ def build_metrics(
     return doc
 
 
+def cost(rounds: list[dict]) -> dict[str, float | int]:
+    """What learning cost: training seconds, examples processed, method memory (bytes)."""
+    return {
+        "train_s": round(sum(float(r.get("train_s") or r.get("round_s") or 0) for r in rounds), 3),
+        "examples": int(sum(int(r.get("examples") or 0) for r in rounds)),
+        "memory_bytes": int(max((int(r.get("memory_bytes") or 0) for r in rounds), default=0)),
+    }
+
+
 def write_run_dir(out: Path, doc: dict, rounds: list[dict], config_yaml: str) -> None:
     """Write the run-directory contract: config.yaml, metrics.json, CSVs, plots."""
     out.mkdir(parents=True, exist_ok=True)
+    doc.setdefault("cost", cost(rounds))
     (out / "config.yaml").write_text(config_yaml)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2))
     with (out / "r_matrix.csv").open("w", newline="") as f:
@@ -177,6 +187,12 @@ def summary_table(doc: dict, run_dir: Path) -> str:
             f"({fr['n_users']} users)"
         )
     lines.append(f"bytes up {doc['comm']['bytes_up']}  down {doc['comm']['bytes_down']}")
+    if "cost" in doc:
+        co = doc["cost"]
+        lines.append(
+            f"cost: train {co['train_s']:.1f} s  examples {co['examples']}  "
+            f"method memory {co['memory_bytes'] / 1e6:.2f} MB"
+        )
     lines.append("")
     lines.append(f"{'shop':<18}{'users':>7}{'ACC':>9}{'forward':>9}{'final ndcg@10':>15}")
     for s, p in doc["per_shop"].items():

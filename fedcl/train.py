@@ -23,11 +23,14 @@ from fedcl.models.sampling import NegativeSampler
 class TrainConfig:
     """Local training settings (Hydra group ``train``)."""
 
-    epochs: int = 3
-    batch_size: int = 4096
+    #: Defaults chosen for MF on Online Retail validation (rolling over windows 8-12, 2
+    #: seeds; benchmarks/README.md): 20 epochs, batch 1024, lr 2e-3 (0.072 NDCG@10 vs 0.047
+    #: for 3 epochs, batch 4096, lr 5e-3).
+    epochs: int = 20
+    batch_size: int = 1024
     #: "adam" | "adamw" | "sgd" | "adagrad" ("sparse_adam" for models built with sparse=True)
     optimizer: str = "adam"
-    lr: float = 5e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     #: Negative sampling: "uniform" or "popularity" (count^0.75 of the train part).
     negatives: str = "uniform"
@@ -43,11 +46,21 @@ class TrainStats:
     seconds: float
 
 
+def _fused() -> dict[str, bool]:
+    """Fused Adam kernels (one pass over all tables per step: +17-31% measured on CPU);
+    torch supports them on CPU from 2.4."""
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    return {"fused": True} if (major, minor) >= (2, 4) else {}
+
+
 def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    dense = not any(p.is_sparse for p in params) and not getattr(model, "sparse", False)
+    fused = _fused() if dense else {}
+    wd = cfg.weight_decay
     kinds = {
-        "adam": lambda: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-        "adamw": lambda: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        "adam": lambda: torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd, **fused),
+        "adamw": lambda: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd, **fused),
         "sgd": lambda: torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
         "adagrad": lambda: torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
         "sparse_adam": lambda: torch.optim.SparseAdam(params, lr=cfg.lr),

@@ -24,6 +24,7 @@ from fedcl.federated.records import (
     ARRAYS,
     CONFIG,
     METRICS,
+    NUM_EXAMPLES,
     Spec,
     from_record,
     record_bytes,
@@ -106,6 +107,7 @@ def run_federated(grid: Grid, cfg: Any) -> dict[str, Any]:
             good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples)
             down = record_bytes(arrays) * len(messages)
             up = sum(record_bytes(m.content.array_records[ARRAYS]) for m in good)
+            examples = sum(int(m.content.metric_records[METRICS][NUM_EXAMPLES]) for m in good)
             loss = None
             if good:
                 agg, metrics = strategy.aggregate_train(server_round, good)
@@ -125,7 +127,7 @@ def run_federated(grid: Grid, cfg: Any) -> dict[str, Any]:
             out["rounds"].append(
                 {
                     "window": t, "round": r, "unit": "federated", "shops": len(messages),
-                    "ok": len(good), "rejected": len(rejected), "loss": loss,
+                    "ok": len(good), "rejected": len(rejected), "loss": loss, "examples": examples,
                     "bytes_up": up, "bytes_down": down, "round_s": round(seconds, 3),
                 }
             )  # fmt: skip

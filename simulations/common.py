@@ -1,0 +1,96 @@
+"""Shared machinery of the scenario suites: run a grid of configs x seeds, tabulate.
+
+Each run goes through ``fedcl.simulate.run`` (the same code as the command line) and keeps
+its run directory under ``<out>/runs/<label>/seed<k>``; a run already finished is reused, so
+an interrupted suite resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fedcl.config import compose_config
+from fedcl.simulate import run
+
+
+def run_grid(
+    out: Path, grid: dict[str, list[str]], seeds: Sequence[int], common: Sequence[str] = ()
+) -> dict[str, list[dict]]:
+    """``grid``: label -> Hydra overrides. Returns label -> metrics docs (one per seed)."""
+    results: dict[str, list[dict]] = {}
+    for label, overrides in grid.items():
+        docs = []
+        for seed in seeds:
+            run_dir = out / "runs" / label / f"seed{seed}"
+            metrics = run_dir / "metrics.json"
+            if metrics.is_file():
+                docs.append(json.loads(metrics.read_text()))
+                continue
+            cfg, yaml = compose_config([*common, *overrides, f"seed={seed}"])
+            print(f"[suite] {label} seed {seed}: {' '.join(overrides)}", flush=True)
+            docs.append(run(cfg, yaml, run_dir))
+        results[label] = docs
+    return results
+
+
+def mean_sd(values: Sequence[float | None]) -> str:
+    """``mean ± sd`` over the non-null values (sd over >= 2 values), or ``-``."""
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return "-"
+    if len(kept) == 1:
+        return f"{kept[0]:.4f}"
+    return f"{statistics.mean(kept):.4f} ± {statistics.stdev(kept):.4f}"
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.mean(kept) if kept else None
+
+
+def pick(doc: dict, path: str) -> Any:
+    node: Any = doc
+    for key in path.split("."):
+        node = None if node is None else node.get(key)
+    return node
+
+
+def table(results: dict[str, list[dict]], columns: dict[str, str]) -> str:
+    """Markdown: one row per label, ``mean ± sd`` over seeds for each column path."""
+    head = ["setting", "seeds", *columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, docs in results.items():
+        cells = [mean_sd([pick(d, path) for d in docs]) for path in columns.values()]
+        lines.append("| " + " | ".join([label, str(len(docs)), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(results: dict[str, list[dict]], out: Path, title: str) -> None:
+    """Per-window curves per setting (seed means): next-window quality and final row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for label, docs in results.items():
+        n = len(docs[0]["r_matrix"])
+        fwd = [mean([d["r_matrix"][t][t + 1] for d in docs]) for t in range(n - 1)]
+        last = [mean([d["r_matrix"][-1][i] for d in docs]) for i in range(n)]
+        axes[0].plot(range(1, n), [v if v is not None else float("nan") for v in fwd], label=label)
+        axes[1].plot(range(n), [v if v is not None else float("nan") for v in last], label=label)
+    axes[0].set_title("next window: R[t-1][t]")
+    axes[1].set_title("after the last window: R[T-1][i]")
+    for ax in axes:
+        ax.set_xlabel("window")
+        ax.set_ylabel("NDCG@10")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
