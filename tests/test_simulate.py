@@ -10,27 +10,19 @@ import pytest
 from fedcl.config import CONF_DIR, Config, compose_config
 from fedcl.simulate import run
 
-TINY = [
-    "mode=centralized",
-    "data=synthetic",
-    "data.n_shops=3",
-    "data.n_users=150",
-    "data.n_items=80",
-    "data.n_periods=3",
-    "data.shops.min_users=5",
-    "train.epochs=1",
-    "train.batch_size=256",
-    "model.dim=8",
-]
-
 
 def _compose(overrides: list[str]) -> tuple[Config, str]:
     return compose_config(overrides)
 
 
+@pytest.fixture
+def tiny(tiny_overrides) -> list[str]:
+    return ["mode=centralized", *tiny_overrides]
+
+
 @pytest.mark.parametrize("mode", ["centralized", "local"])
-def test_run_writes_the_contract(tmp_path, mode):
-    cfg, yaml = _compose([*TINY, f"mode={mode}"])
+def test_run_writes_the_contract(tmp_path, tiny, mode):
+    cfg, yaml = _compose([*tiny, f"mode={mode}"])
 
     doc = run(cfg, yaml, tmp_path)
 
@@ -55,8 +47,8 @@ def test_run_writes_the_contract(tmp_path, mode):
     assert len(doc["provenance"]["data_sha256"]) == 64
 
 
-def test_same_seed_same_metrics(tmp_path):
-    cfg, yaml = _compose(TINY)
+def test_same_seed_same_metrics(tmp_path, tiny):
+    cfg, yaml = _compose(tiny)
 
     a = run(cfg, yaml, tmp_path / "a")
     b = run(cfg, yaml, tmp_path / "b")

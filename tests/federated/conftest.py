@@ -6,25 +6,13 @@ import pytest
 
 from fedcl.config import compose_config
 
-TINY = [
-    "data=synthetic",
-    "data.n_shops=3",
-    "data.n_users=150",
-    "data.n_items=80",
-    "data.n_periods=3",
-    "data.shops.min_users=5",
-    "train.epochs=1",
-    "train.batch_size=256",
-    "model.dim=8",
-    "federated.rounds=1",
-    "federated.min_users=1",
-]
-
 
 @pytest.fixture
-def tiny_cfg(tmp_path):
+def tiny_cfg(tmp_path, tiny_overrides):
     def make(*overrides: str):
-        cfg, _ = compose_config([*TINY, f"federated.state_dir={tmp_path / 'shops'}", *overrides])
+        fed = ["federated.rounds=1", "federated.min_users=1"]
+        state = f"federated.state_dir={tmp_path / 'shops'}"
+        cfg, _ = compose_config([*tiny_overrides, *fed, state, *overrides])
         return cfg
 
     return make
