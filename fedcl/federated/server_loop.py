@@ -107,7 +107,9 @@ def run_federated(grid: Grid, cfg: Any) -> dict[str, Any]:
             good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples)
             down = record_bytes(arrays) * len(messages)
             up = sum(record_bytes(m.content.array_records[ARRAYS]) for m in good)
-            examples = sum(int(m.content.metric_records[METRICS][NUM_EXAMPLES]) for m in good)
+            replies_m = [m.content.metric_records[METRICS] for m in good]
+            examples = sum(int(m[NUM_EXAMPLES]) for m in replies_m)
+            shop_train_s = sum(float(m.get("train-s", 0.0)) for m in replies_m)
             loss = None
             if good:
                 agg, metrics = strategy.aggregate_train(server_round, good)
@@ -128,6 +130,7 @@ def run_federated(grid: Grid, cfg: Any) -> dict[str, Any]:
                 {
                     "window": t, "round": r, "unit": "federated", "shops": len(messages),
                     "ok": len(good), "rejected": len(rejected), "loss": loss, "examples": examples,
+                    "train_s": round(shop_train_s, 3),
                     "bytes_up": up, "bytes_down": down, "round_s": round(seconds, 3),
                 }
             )  # fmt: skip

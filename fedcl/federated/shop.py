@@ -105,6 +105,7 @@ class ShopAgent:
             "num-examples": max(int(stats.examples), 1),
             "train-loss": float(stats.loss) if stats.loss == stats.loss else 0.0,
             "new-events": len(new),
+            "train-s": float(stats.seconds),
         }
         return self._outgoing(learner), metrics
 

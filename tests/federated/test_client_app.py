@@ -60,7 +60,12 @@ def test_train_reply_holds_exactly_the_shared_arrays(tiny_cfg):
     for a in sent.values():
         assert n_users not in a.shape  # nothing sized by the shop's user count
     # Only aggregate metrics, none naming or indexing a user.
-    assert set(content.metric_records[METRICS]) == {"num-examples", "train-loss", "new-events"}
+    assert set(content.metric_records[METRICS]) == {
+        "num-examples",
+        "train-loss",
+        "new-events",
+        "train-s",
+    }
     assert not content.config_records
 
 

@@ -195,6 +195,95 @@ def _read_csv(
         raise _fail(path, f"it could not be read as CSV ({exc})", layout) from exc
 
 
+#: pandas' compression (as inferred from the file name) -> decompression of the whole
+#: content, for the codecs the Arrow reader takes; other files take the pandas reader.
+_DECOMPRESS = {None: None, "gzip": gzip.decompress, "bz2": bz2.decompress}
+
+
+def _text_dtype():
+    """The dtype ``read_csv(dtype=str)`` gives; the Arrow reader is used only when it is
+    pandas' Arrow-backed string dtype (pandas >= 3, or ``future.infer_string``)."""
+    dtype = pd.Series([], dtype=str).dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return dtype
+    return None
+
+
+def _unterminated_quote(data: bytes, last: str | None) -> bool:
+    """Whether the file may end inside a quoted field (pandas: "EOF inside string").
+
+    pyarrow ends such a field at the end of the data instead of failing; the field is the
+    last one read (``last``, the value of the last column of the last row), and the data
+    then ends with a quote followed by ``last`` with each quote doubled. True for every
+    such file (and, harmlessly, for some well-formed ones: they are read by pandas).
+    """
+    if last is None:
+        return data.endswith(b'"')
+    return data.endswith(b'"' + last.replace('"', '""').encode("utf-8"))
+
+
+def _read_csv_arrow(path: Path, *, sep: str, head: bytes) -> pd.DataFrame | None:
+    """All-text read with pyarrow's (multi-threaded) CSV reader, or None.
+
+    The result is exactly what :func:`_read_csv` gives for ``sep`` (one character),
+    ``header=0``, ``names=None`` and ``dtype=str`` on a UTF-8 file: every column text,
+    NA only for empty cells (quoted or not). Whenever pyarrow cannot promise that it
+    returns None and the caller reads the file with pandas, which also words the error
+    for a bad file: rows with a different number of fields, quoted line breaks, invalid
+    UTF-8 (latin-1 files), empty or repeated column names (pandas renames those), a
+    single column, compression pyarrow does not read here, any pyarrow error.
+    """
+    text_dtype = _text_dtype()
+    if text_dtype is None or sep in ('"', "\n", "\r"):
+        return None
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        from pandas.io.common import infer_compression
+
+        decompress = _DECOMPRESS[infer_compression(str(path), "infer")]
+    except (ImportError, KeyError, ValueError):
+        return None
+    # Ask for text columns by name; a column missing here would be type-inferred and is
+    # caught by the string check below.
+    first = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
+    header = next(csv.reader(first[:1], delimiter=sep), []) if first else []
+    try:
+        data = path.read_bytes()
+        if decompress is not None:
+            data = decompress(data)
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(encoding="utf8"),
+            parse_options=pacsv.ParseOptions(
+                delimiter=sep,
+                quote_char='"',
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=False,
+                ignore_empty_lines=True,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                check_utf8=True,
+                column_types={name: pa.string() for name in header},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowException, OSError, EOFError, ValueError, zlib.error):
+        return None
+    names = table.column_names
+    if len(names) < 2 or "" in names or len(set(names)) != len(names):
+        return None
+    if not all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in table.schema.types):
+        return None
+    if table.num_rows and _unterminated_quote(data, table.column(-1)[-1].as_py()):
+        return None
+    mapper = {pa.string(): text_dtype, pa.large_string(): text_dtype}.get
+    return table.to_pandas(types_mapper=mapper)
+
+
 def _read_parquet(path: Path, *, layout: str, dtype: dict | type | None) -> pd.DataFrame:
     try:
         import pyarrow as pa
@@ -324,7 +413,11 @@ def read_table(
                         f"field(s), expected {len(names)} ({', '.join(names)})",
                         layout,
                     )
-        df = _read_csv(path, layout=layout, sep=sep, header=header, names=names, dtype=dtype)
+        df = None
+        if dtype is str and header == 0 and names is None and sep is not None and len(sep) == 1:
+            df = _read_csv_arrow(path, sep=sep, head=head)
+        if df is None:
+            df = _read_csv(path, layout=layout, sep=sep, header=header, names=names, dtype=dtype)
         df.columns = [str(c).strip() for c in df.columns]
         if sep is not None and len(df.columns) == 1 and n_expected > 1:
             # Header-based fallback, e.g. when the first line was quoted.
