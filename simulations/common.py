@@ -42,9 +42,10 @@ def mean_sd(values: Sequence[float | None]) -> str:
     kept = [v for v in values if v is not None]
     if not kept:
         return "-"
+    spec = ".0f" if all(float(v).is_integer() and abs(v) >= 100 for v in kept) else ".4f"
     if len(kept) == 1:
-        return f"{kept[0]:.4f}"
-    return f"{statistics.mean(kept):.4f} ± {statistics.stdev(kept):.4f}"
+        return format(kept[0], spec)
+    return f"{format(statistics.mean(kept), spec)} ± {format(statistics.stdev(kept), spec)}"
 
 
 def mean(values: Sequence[float | None]) -> float | None:
