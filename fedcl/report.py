@@ -194,7 +194,9 @@ def summary_table(doc: dict, run_dir: Path) -> str:
             f"method memory {co['memory_bytes'] / 1e6:.2f} MB"
         )
     lines.append("")
-    lines.append(f"{'shop':<18}{'users':>7}{'ACC':>9}{'forward':>9}{'final ndcg@10':>15}")
+    if doc["mode"] == "federated":
+        lines.append("('-': no cell, or withheld by the shop: fewer than federated.min_users)")
+    lines.append(f"{'shop':<18}{'users*':>7}{'ACC':>9}{'forward':>9}{'final ndcg@10':>15}")
     for s, p in doc["per_shop"].items():
         users = max((max(r) for r in p["n_users"] if r), default=0)
         lines.append(
@@ -206,5 +208,6 @@ def summary_table(doc: dict, run_dir: Path) -> str:
         f"{'macro (shops)':<18}{'':>7}{f(m['acc']):>9}{f(m['forward']):>9}"
         f"{f(m['final']['ndcg@10']):>15}"
     )
+    lines.append("* the most test users any of the shop's R cells rests on")
     lines.append(f"\nrun directory: {run_dir}")
     return "\n".join(lines)

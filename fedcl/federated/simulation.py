@@ -27,7 +27,8 @@ def run_in_simulation(cfg: Any, out_dir: Path, n_shops: int) -> None:
     # fedcl prints its own progress lines; Flower's per-round INFO lines would drown them.
     quiet = not logging.getLogger("fedcl").isEnabledFor(logging.DEBUG)
     if quiet:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        for name in ("flwr", "alembic"):  # alembic: Flower's state database migrations
+            logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
