@@ -33,8 +33,9 @@ class FederatedConfig:
     round_timeout_s: float = 600.0
     #: Privacy: a metric leaves a shop only as an aggregate over at least this many users.
     min_users: int = 5
-    #: Shared parameters a shop keeps for itself (FedPer-style personalisation), e.g.
-    #: ["item_bias"] for MF: the shop's own popularity prior is never averaged away.
+    #: Shared parameters a shop keeps for itself (FedPer-style personalisation), by module
+    #: name or state-dict key, e.g. ["item_bias"] for MF: the shop's own popularity prior is
+    #: never averaged away.
     local_keys: list[str] = field(default_factory=list)
     #: A reply claiming more training examples than this is rejected (caps one shop's weight).
     max_examples: float = 1e8
@@ -45,3 +46,9 @@ class FederatedConfig:
     cpus_per_shop: float = 1.0
     #: Simulation: GPU fraction per shop when a GPU is present (fractions pack shops).
     gpus_per_shop: float = 0.0
+
+
+def is_local(key: str, local_keys: list[str]) -> bool:
+    """Whether a shared state-dict key stays at the shop (``item_bias`` covers
+    ``item_bias.weight``)."""
+    return any(key == name or key.startswith(name + ".") for name in local_keys)

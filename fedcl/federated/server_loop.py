@@ -18,7 +18,8 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedcl.errors import FedclError
+from fedcl.errors import ConfigError, FedclError
+from fedcl.federated.config import is_local
 from fedcl.federated.growth import grow_strategy_state
 from fedcl.federated.records import (
     ARRAYS,
@@ -61,14 +62,21 @@ class GlobalModel:
     def __init__(self, cfg: Any, n_items: int) -> None:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, 1, n_items, torch.device("cpu"))
-        self.local = set(cfg.federated.local_keys)
+        self.local = list(cfg.federated.local_keys)
+        shared = self.model.shared_state()
+        unknown = [n for n in self.local if not any(is_local(k, [n]) for k in shared)]
+        if unknown:
+            raise ConfigError(
+                f"federated.local_keys {unknown} name no shared parameter of the model; "
+                f"shared keys: {sorted(shared)}"
+            )
 
     def grow(self, n_items: int) -> None:
         self.model.grow(1, max(n_items, self.model.n_items))
 
     def record(self):
         shared = self.model.shared_state()
-        return to_record({k: v for k, v in shared.items() if k not in self.local})
+        return to_record({k: v for k, v in shared.items() if not is_local(k, self.local)})
 
     def load(self, record) -> None:
         state = self.model.shared_state()

@@ -18,6 +18,7 @@ import torch
 from fedcl.data.dataset import PreparedData
 from fedcl.data.prepare import prepare_cached
 from fedcl.evaluation import Evaluator
+from fedcl.federated.config import is_local
 from fedcl.federated.state import ShopStateStore
 from fedcl.learner import UnitLearner, build_model
 
@@ -80,12 +81,12 @@ class ShopAgent:
 
     def _save(self, learner: UnitLearner) -> None:
         shared = learner.model.shared_state()
-        local = {k: shared[k] for k in self.cfg.federated.local_keys if k in shared}
+        local = {k: v for k, v in shared.items() if is_local(k, self.cfg.federated.local_keys)}
         self.store.save({"learner": learner.state_dict(), "local": local})
 
     def _outgoing(self, learner: UnitLearner) -> dict[str, torch.Tensor]:
-        keep = set(self.cfg.federated.local_keys)
-        return {k: v for k, v in learner.model.shared_state().items() if k not in keep}
+        keep = self.cfg.federated.local_keys
+        return {k: v for k, v in learner.model.shared_state().items() if not is_local(k, keep)}
 
     # --- the two handlers -------------------------------------------------------------
     def train(

@@ -9,6 +9,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.app import make_client_app
+from fedcl.errors import ConfigError
 from fedcl.federated.records import ARRAYS, CONFIG, METRICS, Spec, reply_problem
 from fedcl.federated.server_loop import GlobalModel
 from fedcl.federated.shop import shop_data
@@ -129,3 +130,19 @@ def test_catalogue_growth_keeps_shapes_consistent(tiny_cfg):
     assert torch.isfinite(
         torch.from_numpy(first.content.array_records[ARRAYS]["item_emb.weight"].numpy())
     ).all()
+
+
+def test_local_keys_stay_at_the_shop(tiny_cfg):
+    cfg = tiny_cfg("federated.local_keys=[item_bias]")
+    arrays, n_items, _ = _global(cfg, 0)
+    app = make_client_app(cfg)
+
+    reply = app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
+
+    assert "item_bias.weight" not in arrays
+    assert set(reply.content.array_records[ARRAYS].keys()) == set(arrays.keys())
+
+
+def test_unknown_local_key_is_a_config_error(tiny_cfg):
+    with pytest.raises(ConfigError, match="item_bias_typo"):
+        GlobalModel(tiny_cfg("federated.local_keys=[item_bias_typo]"), 10)
