@@ -46,31 +46,9 @@ dir=$(cd "$dir" && pwd)
 pidfile="$dir/superlink.pid"
 logfile="$dir/superlink.log"
 
-stop_pid() {  # SIGTERM the process group started by this script, wait up to 20 s
-    local pid
-    pid=$(cat "$1")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-        for _ in $(seq 1 40); do
-            kill -0 -- "-$pid" 2>/dev/null || break
-            sleep 0.5
-        done
-        if kill -0 -- "-$pid" 2>/dev/null; then
-            echo "still running after 20 s: SIGKILL process group $pid" >&2
-            kill -KILL -- "-$pid" 2>/dev/null || true
-        fi
-        echo "stopped process group $pid"
-    else
-        echo "not running (stale $1)"
-    fi
-    rm -f "$1"
-}
-
-if [[ $stop -eq 1 ]]; then
-    [[ -f "$pidfile" ]] || { echo "no $pidfile: nothing to stop"; exit 0; }
-    stop_pid "$pidfile"
-    exit 0
-fi
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+stop_if_asked "$stop" "$pidfile"
 
 if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "a SuperLink from $dir is already running (pid $(cat "$pidfile")); --stop it first" >&2
