@@ -62,7 +62,7 @@ def assign_windows(events: pd.DataFrame, bounds: pd.DataFrame) -> pd.DataFrame:
     w = np.searchsorted(bounds["start"].to_numpy(), t, side="right") - 1
     w = np.clip(w, 0, len(bounds) - 1)
     test = t >= bounds["cut"].to_numpy()[w]
-    out = events.copy()
+    out = events.copy(deep=False)  # new columns only: the input is left as it is
     out[WINDOW] = w.astype(np.int32)
-    out[SPLIT] = pd.Categorical(np.where(test, "test", "train"), categories=["train", "test"])
+    out[SPLIT] = pd.Categorical.from_codes(test.astype(np.int8), categories=["train", "test"])
     return out

@@ -22,10 +22,15 @@ import warnings
 import zipfile
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from pandas.arrays import ArrowStringArray
+from pandas.io.common import infer_compression
 
 from fedcl.data.schema import DataError
 
@@ -195,9 +200,15 @@ def _read_csv(
         raise _fail(path, f"it could not be read as CSV ({exc})", layout) from exc
 
 
-#: pandas' compression (as inferred from the file name) -> decompression of the whole
+#: pandas' compression (as inferred from the file name) -> opener of the decompressed
 #: content, for the codecs the Arrow reader takes; other files take the pandas reader.
-_DECOMPRESS = {None: None, "gzip": gzip.decompress, "bz2": bz2.decompress}
+_OPENERS = {None: open, "gzip": gzip.open, "bz2": bz2.open}
+#: Bytes of text the Arrow reader parses at a time (and the size of its table chunks):
+#: small blocks keep its working memory small, which on a cold start costs more than
+#: the parsing itself.
+ARROW_BLOCK_SIZE = 4 << 20
+#: Bytes kept from the end of the content for the unterminated-quote check.
+_TAIL_BYTES = 1 << 16
 
 
 def _text_dtype():
@@ -209,76 +220,145 @@ def _text_dtype():
     return None
 
 
-def _unterminated_quote(data: bytes, last: str | None) -> bool:
-    """Whether the file may end inside a quoted field (pandas: "EOF inside string").
+def constant_text(value: str, n: int) -> pd.Series | str:
+    """A column of ``n`` times ``value`` as pandas builds it from the scalar, or the scalar
+    itself (to be broadcast) where text is not Arrow-backed."""
+    dtype = _text_dtype()
+    if dtype is None:
+        return value
+    return pd.Series(
+        dtype.__from_arrow__(pa.chunked_array([pa.repeat(pa.scalar(value, pa.large_string()), n)]))
+    )
 
-    pyarrow ends such a field at the end of the data instead of failing; the field is the
-    last one read (``last``, the value of the last column of the last row), and the data
-    then ends with a quote followed by ``last`` with each quote doubled. True for every
-    such file (and, harmlessly, for some well-formed ones: they are read by pandas).
-    """
-    if last is None:
-        return data.endswith(b'"')
-    return data.endswith(b'"' + last.replace('"', '""').encode("utf-8"))
+
+class _Watched:
+    """The (decompressed) content as pyarrow reads it, block by block, noting on the way
+    what the checks after parsing need: carriage returns and the last bytes."""
+
+    closed = False
+
+    def __init__(self, fh=None) -> None:
+        self._fh = fh
+        self.n_cr = 0  # carriage returns
+        self.n_crlf = 0  # ... of which followed by a line feed
+        self._ends_cr = False
+        self.tail = b""  # the last _TAIL_BYTES bytes (or all of them)
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._fh.read(n)
+        self.note(chunk)
+        return chunk
+
+    def note(self, chunk: bytes) -> None:
+        """Account for the next ``chunk`` of the content."""
+        if not chunk:
+            return
+        if b"\r" in chunk:
+            self.n_cr += chunk.count(b"\r")
+            self.n_crlf += chunk.count(b"\r\n")
+        if self._ends_cr and chunk.startswith(b"\n"):
+            self.n_crlf += 1
+        self._ends_cr = chunk.endswith(b"\r")
+        self.size += len(chunk)
+        if len(chunk) >= _TAIL_BYTES:
+            self.tail = chunk[-_TAIL_BYTES:]
+        else:
+            self.tail = (self.tail + chunk)[-_TAIL_BYTES:]
+
+    def unterminated_quote(self, last: str | None) -> bool:
+        """Whether the content may end inside a quoted field (pandas: "EOF inside string").
+
+        pyarrow ends such a field at the end of the data instead of failing; the field is
+        the last one read (``last``: the last column of the last row), and the content then
+        ends with a quote followed by ``last`` with each quote doubled. True for every such
+        file (and, harmlessly, for some well-formed ones: pandas reads those).
+        """
+        needle = b'"' + ("" if last is None else last).replace('"', '""').encode("utf-8")
+        if len(needle) >= len(self.tail) and self.size > len(self.tail):
+            return True  # the field is longer than what was kept: cannot tell
+        return self.tail.endswith(needle)
 
 
 def _read_csv_arrow(path: Path, *, sep: str, head: bytes) -> pd.DataFrame | None:
-    """All-text read with pyarrow's (multi-threaded) CSV reader, or None.
+    """All-text read with pyarrow's CSV reader, or None.
 
     The result is exactly what :func:`_read_csv` gives for ``sep`` (one character),
     ``header=0``, ``names=None`` and ``dtype=str`` on a UTF-8 file: every column text,
     NA only for empty cells (quoted or not). Whenever pyarrow cannot promise that it
     returns None and the caller reads the file with pandas, which also words the error
-    for a bad file: rows with a different number of fields, quoted line breaks, invalid
-    UTF-8 (latin-1 files), empty or repeated column names (pandas renames those), a
-    single column, compression pyarrow does not read here, any pyarrow error.
+    for a bad file: rows with a different number of fields, invalid UTF-8 (latin-1
+    files), empty or repeated column names (pandas renames those), a single column, bare
+    carriage-return line ends, a quote left open at the end, compression pyarrow is not
+    given here, any error while reading.
     """
     text_dtype = _text_dtype()
     if text_dtype is None or sep in ('"', "\n", "\r"):
         return None
     try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        from pandas.io.common import infer_compression
-
-        decompress = _DECOMPRESS[infer_compression(str(path), "infer")]
-    except (ImportError, KeyError, ValueError):
+        opener = _OPENERS[infer_compression(str(path), "infer")]
+    except (KeyError, ValueError):
         return None
     # Ask for text columns by name; a column missing here would be type-inferred and is
     # caught by the string check below.
     first = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
     header = next(csv.reader(first[:1], delimiter=sep), []) if first else []
-    try:
-        data = path.read_bytes()
-        if decompress is not None:
-            data = decompress(data)
-        table = pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(encoding="utf8"),
+
+    def parse(source, block_size: int):
+        return pacsv.read_csv(
+            source,
+            # One thread: the same work for a fraction of the CPU time of the thread pool
+            # (which also loses wall time on a busy machine).
+            read_options=pacsv.ReadOptions(
+                encoding="utf8", use_threads=False, block_size=block_size
+            ),
             parse_options=pacsv.ParseOptions(
                 delimiter=sep,
                 quote_char='"',
                 double_quote=True,
                 escape_char=False,
-                newlines_in_values=False,
+                # Quoted line breaks: blocks must not be cut inside a quoted value.
+                newlines_in_values=True,
                 ignore_empty_lines=True,
             ),
             convert_options=pacsv.ConvertOptions(
                 check_utf8=True,
-                column_types={name: pa.string() for name in header},
+                column_types={name: pa.large_string() for name in header},
                 null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
         )
-    except (pa.ArrowException, OSError, EOFError, ValueError, zlib.error):
+
+    try:
+        content = None
+        if b"\r" not in head:
+            with opener(path, "rb") as fh:
+                content = _Watched(fh)
+                table = parse(pa.PythonFile(content, mode="r"), ARROW_BLOCK_SIZE)
+        if content is None or content.n_cr:
+            # Carriage returns: where a block ends inside a quoted value pyarrow can drop
+            # the LF of a CR LF, so such content is parsed as one block.
+            with opener(path, "rb") as fh:
+                data = fh.read()
+            if len(data) >= (1 << 31) - 1:  # pyarrow takes a 32-bit block size
+                return None
+            content = _Watched()
+            content.note(data)
+            table = parse(pa.py_buffer(data), len(data) + 1)
+            del data
+    except (pa.ArrowException, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):
+        return None
+    if content.n_cr != content.n_crlf:
+        # Old Mac line ends: pandas' tokenizer drops the leading empty field of a line
+        # that follows a blank one there; keep its reading.
         return None
     names = table.column_names
     if len(names) < 2 or "" in names or len(set(names)) != len(names):
         return None
     if not all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in table.schema.types):
         return None
-    if table.num_rows and _unterminated_quote(data, table.column(-1)[-1].as_py()):
+    if table.num_rows and content.unterminated_quote(table.column(-1)[-1].as_py()):
         return None
     mapper = {pa.string(): text_dtype, pa.large_string(): text_dtype}.get
     return table.to_pandas(types_mapper=mapper)
@@ -456,6 +536,69 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 #: Accepted epoch units for :func:`parse_timestamps`.
 EPOCH_UNITS = ("s", "ms", "us", "ns")
+
+
+def _same_text(a: pd.Series, b: pd.Series) -> bool:
+    """Both Arrow-backed text with exactly the same values (and missing ones) in order."""
+    if not (isinstance(a.array, ArrowStringArray) and isinstance(b.array, ArrowStringArray)):
+        return False
+    if a.dtype != b.dtype or len(a) != len(b):
+        return False
+    return bool(a.array.__arrow_array__().equals(b.array.__arrow_array__()))
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Series] | None:
+    """For Arrow-backed text, ``pd.factorize(values, use_na_sentinel=False)`` as (32-bit
+    codes, distinct values as a Series of the same dtype); None for other columns."""
+    if not isinstance(values.array, ArrowStringArray):
+        return None
+    encoded = values.array.__arrow_array__().dictionary_encode(null_encoding="encode")
+    if not isinstance(encoded, pa.ChunkedArray) or not encoded.num_chunks:
+        return None
+    # Every chunk carries the whole dictionary: its codes are common to all chunks.
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+    dictionary = encoded.chunk(encoded.num_chunks - 1).dictionary
+    uniques = values.dtype.__from_arrow__(pa.chunked_array([dictionary]))
+    return codes, pd.Series(uniques, name=values.name)
+
+
+class Distinct:
+    """A column factorized once, to compute element-wise functions once per distinct value.
+
+    ``Distinct(values).map(func)`` equals ``func(values)`` for an element-wise ``func``:
+    ``func`` gets the distinct values (missing ones included) in order of first
+    occurrence with a fresh RangeIndex, and the result is spread back to ``values``'
+    index. Much faster than ``func(values)`` for costly functions (number or date
+    parsing, regexes, string edits) on Arrow-backed text with few distinct values; other
+    columns, and columns of mostly distinct values, take the direct call.
+    """
+
+    def __init__(self, values: pd.Series) -> None:
+        self.values = values
+        factorized = _factorize(values)
+        self.direct = factorized is None or len(factorized[1]) * 2 > len(values)
+        if not self.direct:
+            self.codes, self.distinct = factorized
+
+    def map(self, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
+        values = self.values
+        if self.direct:
+            return func(values)
+        mapped = func(self.distinct)
+        if _same_text(mapped, self.distinct) and mapped.dtype == values.dtype:
+            # Nothing changed (e.g. nothing to strip): no need to build the column again.
+            return pd.Series(values.array, index=values.index, name=mapped.name)
+        if isinstance(mapped.dtype, np.dtype):
+            spread = mapped.to_numpy()[self.codes]
+        else:
+            spread = mapped.array.take(self.codes)
+        return pd.Series(spread, index=values.index, name=mapped.name, copy=False)
+
+
+def map_distinct(values: pd.Series, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``func(values)`` for an element-wise ``func``, computed once per distinct value
+    (see :class:`Distinct`)."""
+    return Distinct(values).map(func)
 
 
 def clean_strings(values: pd.Series) -> pd.Series:
