@@ -16,26 +16,28 @@ from fedcl.data.schema import ITEM, ITEM_IDX, SHOP, USER, USER_IDX, WINDOW
 _SEP = "\x1f"
 
 
-def _user_indices(shop: pd.Series, user: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _user_indices(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(global, per-shop) dense user indices, both in order of first appearance.
 
-    A user is a (shop, user id) pair. The global index numbers pairs by first
-    appearance; the per-shop index is the dense rank of the global one within its shop.
+    A user is a (shop, user id) pair: the global index numbers the joined text
+    ``shop<SEP>user`` by first appearance, the per-shop index is the dense rank of the
+    global one within its shop.
     """
+    shop, user = events[SHOP].astype(str), events[USER].astype(str)
     shop_codes, shop_names = pd.factorize(shop, sort=False)
     user_codes, user_names = pd.factorize(user, sort=False)
     if (
         shop.hasnans
         or user.hasnans
+        or not pd.api.types.is_string_dtype(events[SHOP])
         or shop_names.str.contains(_SEP, regex=False).any()
         or user_names.str.contains(_SEP, regex=False).any()
     ):
-        # Rare layouts: number the joined "shop<SEP>user" text, as documented.
-        key = shop + _SEP + user
-        pair_codes, _ = pd.factorize(key, sort=False)
-        rank = pd.Series(pair_codes).groupby(shop.to_numpy()).rank(method="dense")
+        # Rare layouts: number the joined text itself.
+        pair_codes, _ = pd.factorize(shop + _SEP + user, sort=False)
+        rank = pd.Series(pair_codes).groupby(events[SHOP].to_numpy()).rank(method="dense")
         return pair_codes, (rank.to_numpy() - 1).astype(np.int64)
-    # Without NA or separator in any name, equal joined texts <=> equal (shop, user).
+    # Text without NA or separator: equal joined texts <=> equal (shop, user) codes.
     pair = shop_codes.astype(np.int64) * max(len(user_names), 1) + user_codes
     pair_codes, _ = pd.factorize(pair, sort=False)
     n_pairs = int(pair_codes.max()) + 1 if len(pair_codes) else 0
@@ -60,7 +62,7 @@ def index_events(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     item_codes, item_ids = pd.factorize(out[ITEM], sort=False)
     out[ITEM_IDX] = item_codes.astype(np.int64)
     # Users: a dense index per shop, also in order of first appearance.
-    user_codes, user_idx = _user_indices(out[SHOP].astype(str), out[USER].astype(str))
+    user_codes, user_idx = _user_indices(out)
     # A global user index too (pooled/centralized runs), also by first appearance.
     out["guser_idx"] = user_codes.astype(np.int64)
     out[USER_IDX] = user_idx

@@ -256,10 +256,11 @@ def test_blank_equals_strip_test():
 # --- user indices -------------------------------------------------------------------------
 
 
-def _user_indices_by_text(shop: pd.Series, user: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _user_indices_by_text(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The plain version: number the joined "shop\\x1fuser" text."""
-    codes, _ = pd.factorize(shop.astype(str) + "\x1f" + user.astype(str), sort=False)
-    rank = pd.Series(codes).groupby(shop.astype(str).to_numpy()).rank(method="dense")
+    key = events[SHOP].astype(str) + "\x1f" + events[USER].astype(str)
+    codes, _ = pd.factorize(key, sort=False)
+    rank = pd.Series(codes).groupby(events[SHOP].to_numpy()).rank(method="dense")
     return codes, (rank.to_numpy() - 1).astype(np.int64)
 
 
@@ -274,11 +275,11 @@ def _user_indices_by_text(shop: pd.Series, user: pd.Series) -> tuple[np.ndarray,
     )
 )
 def test_user_indices_equal_the_joined_text_numbering(pairs):
-    shop = pd.Series([s for s, _ in pairs], dtype="str")
-    user = pd.Series([u for _, u in pairs], dtype="str")
-    got_global, got_local = _user_indices(shop, user)
-    want_global, want_local = _user_indices_by_text(shop, user)
-    assert (got_global == want_global).all() and (got_local == want_local).all()
+    for dtype in ("str", "object"):
+        events = pd.DataFrame(pairs, columns=[SHOP, USER], dtype=dtype)
+        got_global, got_local = _user_indices(events)
+        want_global, want_local = _user_indices_by_text(events)
+        assert (got_global == want_global).all() and (got_local == want_local).all()
 
 
 def test_index_events_numbers_users_per_shop():
