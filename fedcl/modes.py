@@ -17,6 +17,7 @@ import torch
 from fedcl.data.dataset import PreparedData
 from fedcl.evaluation import Cell, Evaluator
 from fedcl.learner import UnitLearner, build_model
+from fedcl.report import cell_mean
 
 log = logging.getLogger("fedcl")
 
@@ -43,13 +44,6 @@ class StreamResult:
                 mine[i].update(cell)
         self.rounds.extend(other.rounds)
         self.memory_bytes.update(other.memory_bytes)
-
-
-def overall(row: dict[str, Cell], metric: str) -> float | None:
-    """User-weighted mean of ``metric`` over the shops of one cell (for progress lines)."""
-    pairs = [(c[metric], c["n_users"]) for c in row.values() if c.get(metric) is not None]
-    n = sum(w for _, w in pairs)
-    return sum(v * w for v, w in pairs) / n if n else None
 
 
 def baseline_row(unit: str | None, data: PreparedData, cfg: Any, evaluator: Evaluator, device):
@@ -83,7 +77,7 @@ def learn_stream(
         eval_s = time.perf_counter() - start
         for v, cells in row.items():
             result.cells[v].append(cells)
-        diag = overall(row["new"][t], metric)
+        diag = cell_mean(row["new"][t], list(row["new"][t]), metric)
         memory = learner.method.memory_bytes()
         log.info(
             "window %2d/%d  %-14s new %7d  trained %8d  loss %.4f  train %5.2fs  eval %5.2fs"

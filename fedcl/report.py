@@ -34,11 +34,8 @@ def _counts(grid: Grid, shop: str) -> list[list[int]]:
 
 def _final(cell_by_shop: dict[str, Cell], shops: Sequence[str]) -> dict:
     """User-weighted metrics over ``shops`` of one cell."""
-    ns = [int(cell_by_shop.get(s, {}).get("n_users") or 0) for s in shops]
-    out = {
-        k: weighted_mean([cell_by_shop.get(s, {}).get(k) for s in shops], ns) for k in FINAL_KEYS
-    }
-    out["n_users"] = sum(ns)
+    out: dict = {k: cell_mean(cell_by_shop, shops, k) for k in FINAL_KEYS}
+    out["n_users"] = sum(int(cell_by_shop.get(s, {}).get("n_users") or 0) for s in shops)
     return out
 
 
@@ -58,7 +55,7 @@ def summarise(grid: Grid, baseline: list[dict[str, Cell]], shops: Sequence[str],
         rs.append(r)
         ns.append(n)
     r_all, n_all = combine_r(rs, ns)
-    b_all = [_final_metric(cell, shops, metric) for cell in baseline]
+    b_all = [cell_mean(cell, shops, metric) for cell in baseline]
     shop_finals = [per_shop[s]["final"] for s in shops]
     macro_figs = {k: macro([per_shop[s][k] for s in shops]) for k in ("acc", "bwt", "forward")}
     macro_figs["final"] = {k: macro([f[k] for f in shop_finals]) for k in FINAL_KEYS}
@@ -72,7 +69,8 @@ def summarise(grid: Grid, baseline: list[dict[str, Cell]], shops: Sequence[str],
     }
 
 
-def _final_metric(cell: dict[str, Cell], shops: Sequence[str], metric: str) -> float | None:
+def cell_mean(cell: dict[str, Cell], shops: Sequence[str], metric: str) -> float | None:
+    """User-weighted mean of ``metric`` over the ``shops`` of one cell (None: no user)."""
     ns = [int(cell.get(s, {}).get("n_users") or 0) for s in shops]
     return weighted_mean([cell.get(s, {}).get(metric) for s in shops], ns)
 
