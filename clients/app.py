@@ -2,7 +2,9 @@
 
 Which shop a node is: ``node_config["shop"]`` (deployment) or the ``partition-id``-th shop
 of the data (simulation). Where its state lives: ``node_config["state-dir"]`` or
-``federated.state_dir``.
+``federated.state_dir``. Where its events come from: with ``node_config["events"]`` (the
+shop's own log) and ``node_config["plan"]`` (the operator's plan directory) the shop reads
+only its own log (:mod:`fedcl.federated.ingest`); otherwise the run's prepared data.
 """
 
 from __future__ import annotations
@@ -14,21 +16,39 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcl.config import Config, config_from_run
+from fedcl.data.sources.csv import CsvConfig
 from fedcl.device import resolve_device
+from fedcl.errors import ConfigError
+from fedcl.federated.ingest import EventLog
 from fedcl.federated.records import ARRAYS, CONFIG, METRICS, from_record, to_record
 from fedcl.federated.shop import ShopAgent, shop_data
 
 SHOP = "shop"
 
 
+def _own_log(cfg: Config, node: Any) -> EventLog | None:
+    """The shop's own event log and the plan, when the node config names them."""
+    events, plan = node.get("events"), node.get("plan")
+    if not events and not plan:
+        return None
+    if not (events and plan and node.get("shop")):
+        raise ConfigError(
+            "a shop reading its own log needs node config shop=..., events=<log file> and "
+            f"plan=<plan dir> together; got {sorted(k for k in node if node[k])}"
+        )
+    layout = cfg.data if isinstance(cfg.data, CsvConfig) else CsvConfig()
+    return EventLog(str(events), str(plan), layout, cfg.data.validation, cfg.data.shops)
+
+
 def _agent(cfg: Config, context: Context) -> ShopAgent:
     node = context.node_config
+    own = _own_log(cfg, node)
     shop = node.get("shop")
     if not shop:
         shop = shop_data(cfg).shops[int(node["partition-id"])]
     state_dir = str(node.get("state-dir") or cfg.federated.state_dir or "shop-state")
     torch.set_num_threads(max(1, int(cfg.federated.cpus_per_shop)))
-    return ShopAgent(cfg, str(shop), state_dir, resolve_device(cfg.device))
+    return ShopAgent(cfg, str(shop), state_dir, resolve_device(cfg.device), data=own)
 
 
 def make_client_app(cfg: Config | None = None) -> ClientApp:

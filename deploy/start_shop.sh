@@ -11,8 +11,15 @@
 #   --ca FILE          the operator's CA certificate [./fedcl-deploy/certs/ca.crt]
 #   --key FILE         this shop's private key (deploy/make_node_key.sh)
 #                      [./fedcl-deploy/keys/NAME]
-#   --state-dir DIR    the shop's learning state (embeddings, replay buffer, optimiser);
-#                      keep it across restarts [./fedcl-deploy/shops/NAME/state]
+#   --state-dir DIR    the shop's learning state (embeddings, replay buffer, optimiser;
+#                      with --events also the ingest watermark, private user map, events
+#                      table and local quarantine); keep it across restarts
+#                      [./fedcl-deploy/shops/NAME/state]
+#   --events FILE      the shop's own event log (CSV or Parquet: user_id, item_id,
+#                      timestamp[, shop]); append-only, read up to what is new at each
+#                      message. Needs --plan. Without both: the run's data (simulation way)
+#   --plan DIR         the operator's public plan (python -m fedcl.plan: windows.parquet,
+#                      catalog.parquet, plan.json)
 #   --port PORT        local port of the SuperNode's ClientApp runtime; one per SuperNode
 #                      on a machine [9094]
 #   --dir DIR          supernode.pid and supernode.log [./fedcl-deploy/shops/NAME]
@@ -22,13 +29,15 @@
 # Activate the venv that has fedcl + flwr installed first (flower-supernode must be on PATH).
 set -euo pipefail
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
 
 shop=""
 superlink=127.0.0.1:8000
 ca=./fedcl-deploy/certs/ca.crt
 key=""
 state_dir=""
+events=""
+plan=""
 port=9094
 dir=""
 cache="${FEDCL_CACHE:-}"
@@ -42,6 +51,8 @@ while [[ $# -gt 0 ]]; do
         --ca) ca="$2"; shift 2 ;;
         --key) key="$2"; shift 2 ;;
         --state-dir) state_dir="$2"; shift 2 ;;
+        --events) events="$2"; shift 2 ;;
+        --plan) plan="$2"; shift 2 ;;
         --port) port="$2"; shift 2 ;;
         --dir) dir="$2"; shift 2 ;;
         --cache) cache="$2"; shift 2 ;;
@@ -51,8 +62,12 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ -n "$shop" ]] || { echo "start_shop.sh: --shop NAME is required (see --help)" >&2; exit 2; }
-if [[ "$shop" == *'"'* ]]; then
-    echo "start_shop.sh: shop name must not contain quotes" >&2
+if [[ "$shop" == *'"'* || "$events" == *'"'* || "$plan" == *'"'* ]]; then
+    echo "start_shop.sh: shop name and paths must not contain quotes" >&2
+    exit 2
+fi
+if [[ -n "$events" && -z "$plan" ]] || [[ -z "$events" && -n "$plan" ]]; then
+    echo "start_shop.sh: --events FILE and --plan DIR go together (see --help)" >&2
     exit 2
 fi
 safe=$(printf '%s' "$shop" | tr -c 'A-Za-z0-9_.-' '_')
@@ -82,6 +97,17 @@ command -v flower-supernode >/dev/null || {
     echo "flower-supernode not on PATH: activate the fedcl venv" >&2
     exit 1
 }
+own_log=""
+if [[ -n "$events" ]]; then
+    [[ -f "$events" ]] || { echo "missing event log $events (--events)" >&2; exit 1; }
+    [[ -f "$plan/plan.json" ]] || {
+        echo "missing plan $plan/plan.json (--plan; the operator's python -m fedcl.plan)" >&2
+        exit 1
+    }
+    events=$(cd "$(dirname "$events")" && pwd)/$(basename "$events")
+    plan=$(cd "$plan" && pwd)
+    own_log=" events=\"$events\" plan=\"$plan\""
+fi
 mkdir -p "$state_dir"
 state_dir=$(cd "$state_dir" && pwd)
 ca=$(cd "$(dirname "$ca")" && pwd)/$(basename "$ca")
@@ -99,7 +125,7 @@ setsid flower-supernode \
     --superlink "$superlink" \
     --root-certificates "$ca" \
     --auth-supernode-private-key "$key" \
-    --node-config "shop=\"$shop\" state-dir=\"$state_dir\"" \
+    --node-config "shop=\"$shop\" state-dir=\"$state_dir\"$own_log" \
     --port "$port" \
     >"$logfile" 2>&1 </dev/null &
 pid=$!
@@ -122,6 +148,7 @@ for _ in $(seq 1 $((wait_s * 2))); do
         node_id=$(grep -o "SuperNode ID: [0-9]*" "$logfile" | head -n 1)
         echo "shop $shop connected to $superlink ($node_id), pid $pid"
         echo "state dir: $state_dir"
+        [[ -z "$events" ]] || echo "event log: $events   plan: $plan"
         echo "log: $logfile   stop: deploy/start_shop.sh --shop $shop --stop --dir $dir"
         exit 0
     fi

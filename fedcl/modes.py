@@ -89,7 +89,8 @@ def learn_stream(
             {
                 "window": t, "round": 0, "unit": name, "events": len(new),
                 "examples": stats.examples, "loss": stats.loss,
-                "train_s": round(stats.seconds, 4), "eval_s": round(eval_s, 4),
+                "train_s": round(stats.seconds, 4), "train_cpu_s": round(stats.cpu_s, 4),
+                "eval_s": round(eval_s, 4),
                 "memory_bytes": memory,
             }
         )  # fmt: skip

@@ -134,9 +134,11 @@ def build_metrics(
 
 
 def cost(rounds: list[dict]) -> dict[str, float | int]:
-    """What learning cost: training seconds, examples processed, method memory (bytes)."""
+    """What learning cost: training wall and CPU seconds, examples processed, method memory
+    (bytes)."""
     return {
         "train_s": round(sum(float(r.get("train_s") or r.get("round_s") or 0) for r in rounds), 3),
+        "train_cpu_s": round(sum(float(r.get("train_cpu_s") or 0) for r in rounds), 3),
         "examples": int(sum(int(r.get("examples") or 0) for r in rounds)),
         "memory_bytes": int(max((int(r.get("memory_bytes") or 0) for r in rounds), default=0)),
     }

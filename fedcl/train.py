@@ -44,6 +44,9 @@ class TrainStats:
     loss: float  # mean batch loss of the last epoch (nan when nothing was trained)
     examples: int  # training examples processed (all epochs)
     seconds: float
+    #: CPU seconds of the process while training (all its threads): the compute spent,
+    #: comparable between a 2-thread centralized run and 1-thread shops.
+    cpu_s: float = 0.0
 
 
 def _fused() -> dict[str, bool]:
@@ -88,7 +91,7 @@ def train_window(
     caller calls ``model.observe(new_events)`` first (``train`` may also hold replayed
     events, which must not be observed twice).
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if not model.trainable or len(train) == 0 or cfg.epochs <= 0:
         return TrainStats(float("nan"), 0, time.perf_counter() - start)
     model.train()
@@ -113,4 +116,5 @@ def train_window(
             examples += batch.size
     model.eval()
     mean = (epoch_loss / max(n_batches, 1)).item()
-    return TrainStats(mean, examples, time.perf_counter() - start)
+    seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    return TrainStats(mean, examples, seconds, cpu_s)

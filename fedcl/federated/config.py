@@ -37,10 +37,22 @@ class FederatedConfig:
     #: name or state-dict key, e.g. ["item_bias"] for MF: the shop's own popularity prior is
     #: never averaged away.
     local_keys: list[str] = field(default_factory=list)
+    #: Personalisation by local fine-tuning (FedAvg+FT): after each window's last round, a
+    #: shop trains a private copy of the aggregated model for this many epochs on its own
+    #: window (shaped by its continual method) and serves and evaluates that copy; the copy
+    #: never leaves the shop and the next round starts again from the global model. 0 = off.
+    finetune_epochs: int = 0
     #: A reply claiming more training examples than this is rejected (caps one shop's weight).
     max_examples: float = 1e8
     #: Where shops keep their state; "" = ``<run dir>/shops`` in simulation.
     state_dir: str = ""
+    #: The operator's public plan (``python -m fedcl.plan``): when set, the server reads the
+    #: window bounds and the catalogue from it and prepares no events; "" = prepare the data.
+    plan_dir: str = ""
+    #: Where the server checkpoints after every round and window; "" = ``<out-dir>/checkpoint``.
+    checkpoint_dir: str = ""
+    #: Continue from a checkpoint of the same configuration found there (false: start over).
+    resume: bool = True
     #: Simulation: CPUs Ray may use and CPUs per shop (several shops share the cores).
     sim_cpus: int = 2
     cpus_per_shop: float = 1.0

@@ -17,8 +17,12 @@ from typing import Any
 import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
+from fedcl.data.dataset import PreparedData
+from fedcl.data.plan import Plan
 from fedcl.errors import ConfigError, FedclError
+from fedcl.federated.checkpoint import ServerCheckpoint, Snapshot
 from fedcl.federated.config import is_local
 from fedcl.federated.growth import grow_strategy_state
 from fedcl.federated.records import (
@@ -56,6 +60,22 @@ def wait_for_shops(grid: Grid, n: int, timeout_s: float) -> list[int]:
     return nodes
 
 
+def server_plan(cfg: Any) -> Plan | PreparedData:
+    """What the server may know: the public plan (``federated.plan_dir``), or in simulation the
+    prepared data, of which it reads only the same public parts (windows, catalogue)."""
+    if cfg.federated.plan_dir:
+        return Plan.load(cfg.federated.plan_dir)
+    return shop_data(cfg)
+
+
+def report_shops(data: Plan | PreparedData, result: dict) -> list[str]:
+    """The shops the report lists: the data's (a plan may name none), then any other shop
+    whose evaluation replied."""
+    rows = [result["baseline"], *result["rows"]]
+    replied = {s for row in rows for cells in row.values() for by_shop in cells for s in by_shop}
+    return list(data.shops) + sorted(replied - set(data.shops))
+
+
 class GlobalModel:
     """The server's copy of the shared parameters, grown with the public catalogue."""
 
@@ -84,67 +104,118 @@ class GlobalModel:
         self.model.load_shared_state(state)
 
 
-def run_federated(grid: Grid, cfg: Any) -> dict[str, Any]:
-    """Run every window and round; returns what the report needs."""
+def run_federated(grid: Grid, cfg: Any, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Run every window and round; returns what the report needs.
+
+    ``checkpoint``: the directory of the server checkpoint, written after every step (None:
+    no checkpoint). When it holds a checkpoint of this configuration and
+    ``federated.resume`` is on, the run continues after its last step."""
     fed = cfg.federated
     random.seed(cfg.seed)  # Flower samples nodes with the random module
-    data = shop_data(cfg)  # the server reads only the public catalogue and window bounds
+    data = server_plan(cfg)  # only the public catalogue and window bounds
     n_windows = data.n_windows
     strategy = build_strategy(cfg.strategy, fed)
+    store = ServerCheckpoint(checkpoint, cfg) if checkpoint is not None else None
+    snap = store.load() if store is not None and fed.resume else None  # config checked first
     nodes = wait_for_shops(grid, fed.min_shops, fed.wait_timeout_s)
     log.info("%d shops connected; %d windows x %d rounds", len(nodes), n_windows, fed.rounds)
 
-    out: dict[str, Any] = {"rounds": [], "bytes_up": 0, "bytes_down": 0, "rejected": []}
-    final_items = data.n_items_known(n_windows - 1)
-    glob = GlobalModel(cfg, final_items)
-    out["baseline"] = evaluate_all(grid, glob.record(), UNTRAINED, final_items, cfg, out)
-    glob = GlobalModel(cfg, data.n_items_known(0))
-    rows = []
-    server_round = 0
-    for t in range(n_windows):
+    def save(window: int, next_round: int) -> None:
+        if store is not None:
+            store.save(Snapshot.take(window, next_round, server_round, out, glob.model, strategy))
+
+    if snap is None:
+        out: dict[str, Any] = {"rounds": [], "bytes_up": 0, "bytes_down": 0, "rejected": []}
+        final_items = data.n_items_known(n_windows - 1)
+        glob = GlobalModel(cfg, final_items)
+        out["baseline"] = evaluate_all(grid, glob.record(), UNTRAINED, final_items, cfg, out)
+        out["rows"] = []
+        glob = GlobalModel(cfg, data.n_items_known(0))
+        first_window, first_round, server_round = 0, 1, 0
+        save(first_window, first_round)
+    else:
+        glob = GlobalModel(cfg, snap.n_items)
+        snap.restore(glob.model, strategy)
+        out, server_round = snap.out, snap.server_round
+        first_window, first_round = snap.window, snap.round
+        _log_resume(first_window, first_round, fed.rounds, n_windows, checkpoint)
+        out.setdefault("resumed_from", []).append(
+            {"window": first_window, "round": first_round, "server_round": server_round}
+        )
+    for t in range(first_window, n_windows):
         n_items = data.n_items_known(t)
-        glob.grow(n_items)
-        grow_strategy_state(strategy, glob.record())
-        for r in range(1, fed.rounds + 1):
+        start = first_round if t == first_window else 1
+        if start == 1:  # a new window: the catalogue grows (a resumed window has grown)
+            glob.grow(n_items)
+            grow_strategy_state(strategy, glob.record())
+        for r in range(start, fed.rounds + 1):
             server_round += 1
-            start = time.perf_counter()
-            arrays = glob.record()
-            conf = ConfigRecord({"window": t, "round": r, "n-items": n_items})
-            messages = list(strategy.configure_train(server_round, arrays, conf, grid))
-            replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout_s))
-            good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples)
-            down = record_bytes(arrays) * len(messages)
-            up = sum(record_bytes(m.content.array_records[ARRAYS]) for m in good)
-            replies_m = [m.content.metric_records[METRICS] for m in good]
-            examples = sum(int(m[NUM_EXAMPLES]) for m in replies_m)
-            shop_train_s = sum(float(m.get("train-s", 0.0)) for m in replies_m)
-            loss = None
-            if good:
-                agg, metrics = strategy.aggregate_train(server_round, good)
-                if agg is not None:
-                    glob.load(agg)
-                loss = None if metrics is None else metrics.get("train-loss")
-            out["bytes_up"] += up
-            out["bytes_down"] += down
-            out["rejected"] += [{"window": t, "round": r, "node": n, "why": w} for n, w in rejected]
-            seconds = time.perf_counter() - start
-            log.info(
-                "window %2d/%d round %d/%d  shops %d/%d ok  loss %s  up %.1f MB  down %.1f MB"
-                "  %.1fs",
-                t, n_windows - 1, r, fed.rounds, len(good), len(messages),
-                "-" if loss is None else f"{loss:.4f}", up / 1e6, down / 1e6, seconds,
-            )  # fmt: skip
-            out["rounds"].append(
-                {
-                    "window": t, "round": r, "unit": "federated", "shops": len(messages),
-                    "ok": len(good), "rejected": len(rejected), "loss": loss, "examples": examples,
-                    "train_s": round(shop_train_s, 3),
-                    "bytes_up": up, "bytes_down": down, "round_s": round(seconds, 3),
-                }
-            )  # fmt: skip
-        rows.append(evaluate_all(grid, glob.record(), t, n_items, cfg, out))
-    out["rows"] = rows
+            step = (t, r, server_round)
+            train_round(grid, strategy, glob, cfg, step, n_items, n_windows, out)
+            save(t, r + 1)
+        out["rows"].append(evaluate_all(grid, glob.record(), t, n_items, cfg, out))
+        save(t + 1, 1)
     return out
+
+
+def _log_resume(window: int, round_: int, rounds: int, n_windows: int, where: Path) -> None:
+    if window >= n_windows:
+        log.info("the checkpoint in %s is at the end of the schedule: nothing left to run", where)
+    elif round_ > rounds:
+        log.info("resuming at window %d evaluation from %s", window, where)
+    else:
+        log.info("resuming at window %d round %d from %s", window, round_, where)
+
+
+def train_round(
+    grid: Grid,
+    strategy: Strategy,
+    glob: GlobalModel,
+    cfg: Any,
+    step: tuple[int, int, int],
+    n_items: int,
+    n_windows: int,
+    out: dict[str, Any],
+) -> None:
+    """One round of training and aggregation at ``step`` = (window, round, server round);
+    its log entry, bytes and rejections go to ``out``."""
+    fed = cfg.federated
+    t, r, server_round = step
+    start = time.perf_counter()
+    arrays = glob.record()
+    conf = ConfigRecord({"window": t, "round": r, "n-items": n_items})
+    messages = list(strategy.configure_train(server_round, arrays, conf, grid))
+    replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout_s))
+    good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples)
+    down = record_bytes(arrays) * len(messages)
+    up = sum(record_bytes(m.content.array_records[ARRAYS]) for m in good)
+    replies_m = [m.content.metric_records[METRICS] for m in good]
+    examples = sum(int(m[NUM_EXAMPLES]) for m in replies_m)
+    shop_train_s = sum(float(m.get("train-s", 0.0)) for m in replies_m)
+    shop_cpu_s = sum(float(m.get("train-cpu-s", 0.0)) for m in replies_m)
+    loss = None
+    if good:
+        agg, metrics = strategy.aggregate_train(server_round, good)
+        if agg is not None:
+            glob.load(agg)
+        loss = None if metrics is None else metrics.get("train-loss")
+    out["bytes_up"] += up
+    out["bytes_down"] += down
+    out["rejected"] += [{"window": t, "round": r, "node": n, "why": w} for n, w in rejected]
+    seconds = time.perf_counter() - start
+    log.info(
+        "window %2d/%d round %d/%d  shops %d/%d ok  loss %s  up %.1f MB  down %.1f MB  %.1fs",
+        t, n_windows - 1, r, fed.rounds, len(good), len(messages),
+        "-" if loss is None else f"{loss:.4f}", up / 1e6, down / 1e6, seconds,
+    )  # fmt: skip
+    out["rounds"].append(
+        {
+            "window": t, "round": r, "unit": "federated", "shops": len(messages),
+            "ok": len(good), "rejected": len(rejected), "loss": loss, "examples": examples,
+            "train_s": round(shop_train_s, 3), "train_cpu_s": round(shop_cpu_s, 3),
+            "bytes_up": up, "bytes_down": down, "round_s": round(seconds, 3),
+        }
+    )  # fmt: skip
 
 
 def evaluate_all(grid: Grid, arrays, window: int, n_items: int, cfg: Any, out: dict) -> dict:
@@ -161,7 +232,7 @@ def evaluate_all(grid: Grid, arrays, window: int, n_items: int, cfg: Any, out: d
     ]
     replies = list(grid.send_and_receive(messages, timeout=cfg.federated.round_timeout_s))
     out["bytes_down"] += record_bytes(arrays) * len(messages)
-    data = shop_data(cfg)
+    data = server_plan(cfg)
     row: dict[str, list[dict]] = {v: [{} for _ in range(data.n_windows)] for v in cfg.eval.variants}
     for msg in replies:
         if msg.has_error():
@@ -182,7 +253,7 @@ def write_report(cfg: Any, result: dict, out_dir: Path, config_yaml: str, wall_s
     from fedcl.data.prepare import data_digest
     from fedcl.report import build_metrics, write_run_dir
 
-    data = shop_data(cfg)
+    data = server_plan(cfg)
     cells = {v: [row[v] for row in result["rows"]] for v in cfg.eval.variants}
     doc = build_metrics(
         mode="federated",
@@ -191,11 +262,13 @@ def write_report(cfg: Any, result: dict, out_dir: Path, config_yaml: str, wall_s
         wall_s=wall_s,
         cells=cells,
         baseline=result["baseline"],
-        shops=data.shops,
-        data_sha256=data_digest(cfg.data),
+        shops=report_shops(data, result),
+        data_sha256=data.digest if isinstance(data, Plan) else data_digest(cfg.data),
         config_yaml=config_yaml,
         comm={"bytes_up": result["bytes_up"], "bytes_down": result["bytes_down"]},
     )
     doc["rejected_replies"] = result["rejected"]
+    # Where a restarted server continued (wall_s counts the last run only); [] = never.
+    doc["resumed_from"] = result.get("resumed_from", [])
     write_run_dir(out_dir, doc, result["rounds"], config_yaml)
     return doc

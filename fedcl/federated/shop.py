@@ -19,6 +19,7 @@ from fedcl.data.dataset import PreparedData
 from fedcl.data.prepare import prepare_cached
 from fedcl.evaluation import Evaluator
 from fedcl.federated.config import is_local
+from fedcl.federated.ingest import EventLog, ingest_log
 from fedcl.federated.state import ShopStateStore
 from fedcl.learner import UnitLearner, build_model
 
@@ -35,15 +36,23 @@ def _key(*parts: Any) -> str:
 
 
 def shop_data(cfg: Any) -> PreparedData:
-    """The prepared data of the run (prepared once, then read from the cache)."""
-    key = _key(cfg.data)
+    """The prepared data of the run (prepared once, then read from the cache); with
+    ``eval.on=validation`` its validation view, as in the other modes (server and shops
+    then agree on the shortened train parts and the catalogue they know)."""
+    key = _key(cfg.data) + f"|{cfg.eval.on}|{cfg.eval.val_fraction}"
     if key not in _DATA:
-        _DATA[key] = prepare_cached(cfg.data)[0]
+        data = prepare_cached(cfg.data)[0]
+        if cfg.eval.on == "validation":
+            data = data.validation_view(cfg.eval.val_fraction)
+        _DATA[key] = data
     return _DATA[key]
 
 
 def evaluator(cfg: Any, data: PreparedData, device: torch.device) -> Evaluator:
-    """An evaluator whose task cache lives as long as the process."""
+    """An evaluator whose task cache lives as long as the process (for the run's prepared
+    data; a shop's own log changes between messages: its data gets a fresh evaluator)."""
+    if not any(data is d for d in _DATA.values()):
+        return Evaluator(data, cfg.eval, device)
     key = _key(cfg.data, cfg.eval) + str(device)
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(data, cfg.eval, device)
@@ -51,15 +60,36 @@ def evaluator(cfg: Any, data: PreparedData, device: torch.device) -> Evaluator:
 
 
 class ShopAgent:
-    """One shop's side of federation."""
+    """One shop's side of federation.
 
-    def __init__(self, cfg: Any, shop: str, state_dir: str | Path, device: torch.device):
+    ``data``: the run's prepared data (default: :func:`shop_data`, as in simulation), or
+    the shop's own :class:`~fedcl.federated.ingest.EventLog`: then what is new in the log is
+    ingested (state dir ``<shop>/ingest``) before the learner is built, into the first
+    window its learner has not entered yet when it arrives late.
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        shop: str,
+        state_dir: str | Path,
+        device: torch.device,
+        data: PreparedData | EventLog | None = None,
+    ):
         self.cfg, self.shop, self.device = cfg, shop, device
-        self.data = shop_data(cfg)
+        self.store = ShopStateStore(Path(state_dir) / _safe(shop))
+        if isinstance(data, EventLog):
+            data = ingest_log(shop, data, self.store.dir / "ingest", self._open_window())
+        self.data = data if data is not None else shop_data(cfg)
         if shop not in self.data.shops:
             raise ValueError(f"shop {shop!r} is not in the data (shops: {self.data.shops})")
-        self.store = ShopStateStore(Path(state_dir) / _safe(shop))
-        self.seed = cfg.seed * 1000 + self.data.shops.index(shop)
+        number = self.data.report.get("shop_number", self.data.shops.index(shop))
+        self.seed = cfg.seed * 1000 + number
+
+    def _open_window(self) -> int:
+        """The first window the saved learner has not entered (its watermark + 1)."""
+        saved = self.store.load()
+        return int(saved["learner"]["window"]) + 1 if saved else 0
 
     # --- state ------------------------------------------------------------------------
     def _learner(self, shared: dict[str, torch.Tensor], n_items: int) -> tuple[UnitLearner, dict]:
@@ -107,6 +137,7 @@ class ShopAgent:
             "train-loss": float(stats.loss) if stats.loss == stats.loss else 0.0,
             "new-events": len(new),
             "train-s": float(stats.seconds),
+            "train-cpu-s": float(stats.cpu_s),
         }
         return self._outgoing(learner), metrics
 
@@ -126,9 +157,20 @@ class ShopAgent:
             if window > learner.window:  # a shop not sampled during this window catches up
                 learner.enter(window)
                 self._save(learner)
-            model = learner.model
+            model = self._personal(learner, window)
         row = evaluator(self.cfg, self.data, self.device).row(model, self.shop)
         return cells_to_metrics(row, self.shop, self.cfg.federated.min_users)
+
+    def _personal(self, learner: UnitLearner, window: int):
+        """The model this shop serves at ``window``: the global one, or with
+        ``federated.finetune_epochs`` a private copy fine-tuned on the shop's own window
+        (not saved: the next round starts from the aggregate again)."""
+        epochs = self.cfg.federated.finetune_epochs
+        if epochs <= 0:
+            return learner.model
+        train = dataclasses.replace(self.cfg.train, epochs=epochs)
+        learner.train(learner.events(window, window), train, reset=False)
+        return learner.model
 
 
 def cells_to_metrics(row: dict, shop: str, min_users: int) -> dict[str, float | int]:

@@ -66,6 +66,7 @@ def test_train_reply_holds_exactly_the_shared_arrays(tiny_cfg):
         "train-loss",
         "new-events",
         "train-s",
+        "train-cpu-s",
     }
     assert not content.config_records
 
@@ -146,3 +147,39 @@ def test_local_keys_stay_at_the_shop(tiny_cfg):
 def test_unknown_local_key_is_a_config_error(tiny_cfg):
     with pytest.raises(ConfigError, match="item_bias_typo"):
         GlobalModel(tiny_cfg("federated.local_keys=[item_bias_typo]"), 10)
+
+
+def _state_files(root) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.rglob("state-*.npz"))}
+
+
+def test_finetuning_personalises_evaluation_and_keeps_no_copy(tiny_cfg, tmp_path):
+    plain = tiny_cfg()
+    tuned = tiny_cfg("federated.finetune_epochs=3")
+    arrays, n_items, _ = _global(plain, 0)
+    app_plain, app_tuned = make_client_app(plain), make_client_app(tuned)
+    app_plain(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
+    saved = _state_files(tmp_path / "shops")
+
+    def ndcg(app) -> dict[str, float]:
+        reply = app(_message(MessageType.EVALUATE, arrays, 0, n_items), _context(0))
+        return {k: v for k, v in reply.content.metric_records[METRICS].items() if "ndcg" in k}
+
+    base, personal = ndcg(app_plain), ndcg(app_tuned)
+
+    assert base.keys() == personal.keys() and base
+    assert base != personal  # the shop served its fine-tuned copy
+    assert _state_files(tmp_path / "shops") == saved  # ... and did not keep it
+    assert ndcg(app_tuned) == personal  # deterministic: rebuilt from the same state
+
+
+def test_shops_tune_on_the_validation_view_like_the_other_modes(tiny_cfg):
+    full, val = shop_data(tiny_cfg()), shop_data(tiny_cfg("eval.on=validation"))
+
+    # The real test parts are hidden; held-out train events play the test part.
+    assert (val.events["split"] == "test").any()
+    assert len(val.events) == (full.events["split"] == "train").sum()
+    held_out = val.events[val.events["split"] == "test"]
+    assert (
+        held_out["timestamp"].isin(full.events[full.events["split"] == "train"]["timestamp"]).all()
+    )

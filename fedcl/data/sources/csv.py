@@ -63,6 +63,11 @@ def _column_map(cfg: CsvConfig) -> dict[str, str]:
     return mapping
 
 
+def input_columns(cfg: CsvConfig) -> list[str]:
+    """The input columns this config needs, in schema order."""
+    return list(dict.fromkeys(_column_map(cfg).values()))
+
+
 def describe_layout(cfg: CsvConfig) -> str:
     """Human description of the table this config expects (for error messages)."""
     mapping = _column_map(cfg)
@@ -92,14 +97,18 @@ def read(cfg: CsvConfig) -> SourceFrame:
             f"data.time_unit must be one of {', '.join(EPOCH_UNITS)} (or null), "
             f"not {cfg.time_unit!r}."
         )
-    mapping = _column_map(cfg)
     raw = read_table(
         cfg.path,
-        required=list(dict.fromkeys(mapping.values())),
+        required=input_columns(cfg),
         layout=describe_layout(cfg),
         sep=cfg.sep,
     ).reset_index(drop=True)
+    return source_frame(raw, cfg)
 
+
+def source_frame(raw: pd.DataFrame, cfg: CsvConfig) -> SourceFrame:
+    """Map a table read as strings (``read_table``; fresh RangeIndex) to the event schema."""
+    mapping = _column_map(cfg)
     columns: dict[str, pd.Series] = {
         USER: clean_strings(raw[cfg.user_col]),
         ITEM: clean_strings(raw[cfg.item_col]),

@@ -1,0 +1,89 @@
+"""An in-process Grid for fast server tests: every message goes straight to the ClientApp.
+
+No Ray, no SuperLink: node ``FIRST_NODE + p`` is shop partition ``p``, served by
+``make_client_app(cfg)`` called as ``app(message, context)`` with one Context per node (its
+``node_config`` holds ``partition-id``, as in simulation). A ClientApp that raises answers with
+an error reply, as Flower's runtime does. Messages are built with Flower's task identity set
+(see the ``server_identity`` fixture of the tests that use this grid).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from clients.app import make_client_app
+
+FIRST_NODE = 10
+
+
+class LocalGrid(Grid):
+    """``n_shops`` shops of ``cfg`` as nodes of this process."""
+
+    def __init__(self, cfg: Any, n_shops: int) -> None:
+        self.app = make_client_app(cfg)
+        self.contexts = {
+            FIRST_NODE + p: Context(
+                run_id=1,
+                node_id=FIRST_NODE + p,
+                node_config={"partition-id": p, "num-partitions": n_shops},
+                state=RecordDict(),
+                run_config={},
+            )
+            for p in range(n_shops)
+        }
+        self._run = Run.create_empty(run_id=1)
+        self._replies: dict[str, Message] = {}
+        #: Every message pushed, in order (tests inspect what the server sent).
+        self.sent: list[Message] = []
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            # uuid4 draws from os.urandom, not from the `random` module the server seeds.
+            msg.metadata.__dict__["_message_id"] = msg_id = str(uuid.uuid4())
+            self.sent.append(msg)
+            self._replies[msg_id] = self._handle(msg)
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+    def _handle(self, msg: Message) -> Message:
+        try:
+            return self.app(msg, self.contexts[msg.metadata.dst_node_id])
+        except Exception as e:  # the runtime turns a ClientApp exception into an error reply
+            error = Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(e).__name__}: {e}")
+            return Message(error, reply_to=msg)
