@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 
 @dataclass
@@ -34,14 +34,18 @@ class FederatedConfig:
     #: Privacy: a metric leaves a shop only as an aggregate over at least this many users.
     min_users: int = 5
     #: Shared parameters a shop keeps for itself (FedPer-style personalisation), by module
-    #: name or state-dict key, e.g. ["item_bias"] for MF: the shop's own popularity prior is
-    #: never averaged away.
+    #: name or state-dict key, e.g. ["item_emb"]; added to the model's own (below).
     local_keys: list[str] = field(default_factory=list)
+    #: Keep the model's shop-specific parameters local too (``personal_prefixes``: MF's
+    #: item biases, so a shop's own popularity prior is never averaged away). Chosen on
+    #: Online Retail validation: small shops' forward NDCG@10 0.052 -> 0.064 with FT below.
+    model_local_keys: bool = True
     #: Personalisation by local fine-tuning (FedAvg+FT): after each window's last round, a
     #: shop trains a private copy of the aggregated model for this many epochs on its own
     #: window (shaped by its continual method) and serves and evaluates that copy; the copy
-    #: never leaves the shop and the next round starts again from the global model. 0 = off.
-    finetune_epochs: int = 0
+    #: never leaves the shop and the next round starts again from the global model.
+    #: None = ``train.epochs``; 0 = off.
+    finetune_epochs: Optional[int] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     #: A reply claiming more training examples than this is rejected (caps one shop's weight).
     max_examples: float = 1e8
     #: Where shops keep their state; "" = ``<run dir>/shops`` in simulation.
@@ -58,6 +62,13 @@ class FederatedConfig:
     cpus_per_shop: float = 1.0
     #: Simulation: GPU fraction per shop when a GPU is present (fractions pack shops).
     gpus_per_shop: float = 0.0
+
+
+def local_keys(fed: FederatedConfig, model: Any) -> list[str]:
+    """The shared parameters a shop keeps: ``federated.local_keys`` plus, with
+    ``federated.model_local_keys``, the model's own ``personal_prefixes``."""
+    own = list(getattr(model, "personal_prefixes", ())) if fed.model_local_keys else []
+    return [*fed.local_keys, *(k for k in own if k not in fed.local_keys)]
 
 
 def is_local(key: str, local_keys: list[str]) -> bool:

@@ -23,7 +23,7 @@ from fedcl.data.dataset import PreparedData
 from fedcl.data.plan import Plan
 from fedcl.errors import ConfigError, FedclError
 from fedcl.federated.checkpoint import ServerCheckpoint, Snapshot
-from fedcl.federated.config import is_local
+from fedcl.federated.config import is_local, local_keys
 from fedcl.federated.growth import grow_strategy_state
 from fedcl.federated.records import (
     ARRAYS,
@@ -36,7 +36,14 @@ from fedcl.federated.records import (
     to_record,
     valid_replies,
 )  # fmt: skip
-from fedcl.federated.shop import UNTRAINED, metrics_to_cells, shop_data
+from fedcl.federated.shop import (
+    FINETUNE_CPU_S,
+    FINETUNE_EXAMPLES,
+    FINETUNE_S,
+    UNTRAINED,
+    metrics_to_cells,
+    shop_data,
+)
 from fedcl.federated.strategies import build_strategy
 from fedcl.learner import build_model
 
@@ -82,7 +89,7 @@ class GlobalModel:
     def __init__(self, cfg: Any, n_items: int) -> None:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, 1, n_items, torch.device("cpu"))
-        self.local = list(cfg.federated.local_keys)
+        self.local = local_keys(cfg.federated, self.model)
         shared = self.model.shared_state()
         unknown = [n for n in self.local if not any(is_local(k, [n]) for k in shared)]
         if unknown:
@@ -234,6 +241,7 @@ def evaluate_all(grid: Grid, arrays, window: int, n_items: int, cfg: Any, out: d
     out["bytes_down"] += record_bytes(arrays) * len(messages)
     data = server_plan(cfg)
     row: dict[str, list[dict]] = {v: [{} for _ in range(data.n_windows)] for v in cfg.eval.variants}
+    tuned = {"examples": 0, "train_s": 0.0, "train_cpu_s": 0.0, "shops": 0}
     for msg in replies:
         if msg.has_error():
             log.warning(
@@ -245,6 +253,21 @@ def evaluate_all(grid: Grid, arrays, window: int, n_items: int, cfg: Any, out: d
         for v, cells in metrics_to_cells(metrics, data.n_windows, cfg.eval.variants).items():
             for i, cell in enumerate(cells):
                 row[v][i][shop] = cell
+        if FINETUNE_EXAMPLES in metrics:
+            tuned["shops"] += 1
+            tuned["examples"] += int(metrics[FINETUNE_EXAMPLES])
+            tuned["train_s"] += float(metrics.get(FINETUNE_S, 0.0))
+            tuned["train_cpu_s"] += float(metrics.get(FINETUNE_CPU_S, 0.0))
+    if tuned["shops"]:  # personalisation is training too: counted in the cost, in rounds.csv
+        out["rounds"].append(
+            {
+                "window": window, "round": 0, "unit": "finetune", "shops": tuned["shops"],
+                "ok": tuned["shops"], "rejected": 0, "loss": None,
+                "examples": tuned["examples"], "train_s": round(tuned["train_s"], 3),
+                "train_cpu_s": round(tuned["train_cpu_s"], 3), "bytes_up": 0, "bytes_down": 0,
+                "round_s": 0.0,
+            }
+        )  # fmt: skip
     return row
 
 

@@ -18,12 +18,15 @@ import torch
 from fedcl.data.dataset import PreparedData
 from fedcl.data.prepare import prepare_cached
 from fedcl.evaluation import Evaluator
-from fedcl.federated.config import is_local
+from fedcl.federated.config import is_local, local_keys
 from fedcl.federated.ingest import EventLog, ingest_log
 from fedcl.federated.state import ShopStateStore
 from fedcl.learner import UnitLearner, build_model
+from fedcl.train import TrainStats
 
 UNTRAINED = -1  # evaluate-config window meaning "the untrained model" (FWT baseline)
+#: Evaluate-reply metrics of the personalisation's fine-tuning (its cost; no user data).
+FINETUNE_EXAMPLES, FINETUNE_S, FINETUNE_CPU_S = "finetune-examples", "finetune-s", "finetune-cpu-s"
 
 
 #: Per-process caches: a simulation actor (or a long-lived agent) serves many messages.
@@ -111,11 +114,12 @@ class ShopAgent:
 
     def _save(self, learner: UnitLearner) -> None:
         shared = learner.model.shared_state()
-        local = {k: v for k, v in shared.items() if is_local(k, self.cfg.federated.local_keys)}
+        keep = local_keys(self.cfg.federated, learner.model)
+        local = {k: v for k, v in shared.items() if is_local(k, keep)}
         self.store.save({"learner": learner.state_dict(), "local": local})
 
     def _outgoing(self, learner: UnitLearner) -> dict[str, torch.Tensor]:
-        keep = self.cfg.federated.local_keys
+        keep = local_keys(self.cfg.federated, learner.model)
         return {k: v for k, v in learner.model.shared_state().items() if not is_local(k, keep)}
 
     # --- the two handlers -------------------------------------------------------------
@@ -145,6 +149,7 @@ class ShopAgent:
         self, shared: dict[str, torch.Tensor], window: int, n_items: int
     ) -> dict[str, float | int]:
         """Cells of row ``window`` as aggregates over >= ``min_users`` users each."""
+        tuned = None
         if window == UNTRAINED:
             last = self.data.n_windows - 1
             torch.manual_seed(self.cfg.seed)
@@ -157,20 +162,26 @@ class ShopAgent:
             if window > learner.window:  # a shop not sampled during this window catches up
                 learner.enter(window)
                 self._save(learner)
-            model = self._personal(learner, window)
+            model, tuned = self._personal(learner, window)
         row = evaluator(self.cfg, self.data, self.device).row(model, self.shop)
-        return cells_to_metrics(row, self.shop, self.cfg.federated.min_users)
+        metrics = cells_to_metrics(row, self.shop, self.cfg.federated.min_users)
+        if tuned is not None:
+            metrics[FINETUNE_EXAMPLES] = int(tuned.examples)
+            metrics[FINETUNE_S] = float(tuned.seconds)
+            metrics[FINETUNE_CPU_S] = float(tuned.cpu_s)
+        return metrics
 
-    def _personal(self, learner: UnitLearner, window: int):
-        """The model this shop serves at ``window``: the global one, or with
-        ``federated.finetune_epochs`` a private copy fine-tuned on the shop's own window
-        (not saved: the next round starts from the aggregate again)."""
+    def _personal(self, learner: UnitLearner, window: int) -> tuple[Any, TrainStats | None]:
+        """The model this shop serves at ``window`` and what tuning it cost: the global
+        one, or with ``federated.finetune_epochs`` a private copy fine-tuned on the shop's
+        own window (not saved: the next round starts from the aggregate again)."""
         epochs = self.cfg.federated.finetune_epochs
-        if epochs <= 0:
-            return learner.model
+        epochs = self.cfg.train.epochs if epochs is None else epochs
+        if epochs <= 0 or learner.window < 0:
+            return learner.model, None
         train = dataclasses.replace(self.cfg.train, epochs=epochs)
-        learner.train(learner.events(window, window), train, reset=False)
-        return learner.model
+        stats = learner.train(learner.events(window, window), train, reset=False)
+        return learner.model, stats
 
 
 def cells_to_metrics(row: dict, shop: str, min_users: int) -> dict[str, float | int]:

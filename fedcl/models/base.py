@@ -52,6 +52,10 @@ class Recommender(nn.Module):
     trainable: bool = True
     #: Names (prefixes of state-dict keys) of the private, per-user parameters/buffers.
     private_prefixes: tuple[str, ...] = ("user",)
+    #: Shared parameters that describe one shop rather than the items everywhere (MF's
+    #: item biases: a shop's own popularity prior). A federation keeps them at the shop
+    #: when ``federated.model_local_keys`` is on (FedPer-style personalisation).
+    personal_prefixes: tuple[str, ...] = ()
     #: Buffers whose length varies with the data (e.g. a sparse history's entries):
     #: loading a state dict resizes them instead of failing on a shape mismatch.
     resizable_buffers: tuple[str, ...] = ()

@@ -38,6 +38,8 @@ class MF(Recommender):
     """BPR matrix factorisation. Train batches: ``users`` (B,), ``pos`` (B,),
     ``neg`` (B, n_neg); the loss averages BPR over every (positive, negative) pair."""
 
+    personal_prefixes = ("item_bias",)
+
     def __init__(
         self,
         n_users: int,

@@ -12,7 +12,7 @@ from clients.app import make_client_app
 from fedcl.errors import ConfigError
 from fedcl.federated.records import ARRAYS, CONFIG, METRICS, Spec, reply_problem
 from fedcl.federated.server_loop import GlobalModel
-from fedcl.federated.shop import shop_data
+from fedcl.federated.shop import FINETUNE_CPU_S, FINETUNE_EXAMPLES, FINETUNE_S, shop_data
 
 
 @pytest.fixture(autouse=True)
@@ -93,8 +93,12 @@ def test_evaluate_reply_is_aggregate_and_respects_min_users(tiny_cfg):
     reply = app(_message(MessageType.EVALUATE, arrays, 0, n_items), _context(0))
 
     metrics = dict(reply.content.metric_records[METRICS])
-    # Every cell rests on fewer than 1000 users: all withheld, only zero counts leave.
-    assert metrics and all(k.split("/")[1] == "n_users" and v == 0 for k, v in metrics.items())
+    # Every cell rests on fewer than 1000 users: all withheld, only zero counts leave
+    # (besides the cost of the shop's fine-tuning: examples and seconds, no user data).
+    cost = {FINETUNE_EXAMPLES, FINETUNE_S, FINETUNE_CPU_S}
+    cells = {k: v for k, v in metrics.items() if k not in cost}
+    assert cells and all(k.split("/")[1] == "n_users" and v == 0 for k, v in cells.items())
+    assert set(metrics) - set(cells) <= cost
     assert reply.content.config_records["shop"]["shop"] == data.shops[0]
 
 
@@ -183,3 +187,26 @@ def test_shops_tune_on_the_validation_view_like_the_other_modes(tiny_cfg):
     assert (
         held_out["timestamp"].isin(full.events[full.events["split"] == "train"]["timestamp"]).all()
     )
+
+
+def test_mf_item_biases_stay_local_by_default(tiny_cfg):
+    default = GlobalModel(tiny_cfg(), 10).record()
+    pooled = GlobalModel(tiny_cfg("federated.model_local_keys=false"), 10).record()
+
+    assert "item_bias.weight" not in default and "item_emb.weight" in default
+    assert set(pooled.keys()) == set(default.keys()) | {"item_bias.weight"}
+
+
+def test_finetuning_cost_is_reported_with_the_evaluation(tiny_cfg):
+    cfg = tiny_cfg("federated.finetune_epochs=2")
+    arrays, n_items, _ = _global(cfg, 0)
+    app = make_client_app(cfg)
+    app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
+
+    reply = app(_message(MessageType.EVALUATE, arrays, 0, n_items), _context(0))
+
+    metrics = reply.content.metric_records[METRICS]
+    trained = app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
+    per_epoch = trained.content.metric_records[METRICS]["num-examples"] / cfg.train.epochs
+    assert metrics[FINETUNE_EXAMPLES] == 2 * per_epoch  # 2 epochs over the same window
+    assert metrics[FINETUNE_S] > 0 and metrics[FINETUNE_CPU_S] > 0
