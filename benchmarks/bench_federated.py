@@ -84,11 +84,13 @@ def overhead(tmp: Path, epochs: int) -> None:
     central, c_wall, c_mem = timed(
         [*base, "mode=centralized", f"train.epochs={epochs}"], tmp / "central"
     )
+    # Like for like: the same epochs per window, no personalisation fine-tuning on top.
+    plain = ["federated.finetune_epochs=0", "federated.model_local_keys=false"]
     fed, f_wall, f_mem = timed(
-        [*base, "mode=federated", "federated.rounds=2", f"train.epochs={epochs // 2}"],
+        [*base, "mode=federated", "federated.rounds=2", f"train.epochs={epochs // 2}", *plain],
         tmp / "fed",
     )
-    rs = rounds(tmp / "fed")
+    rs = [r for r in rounds(tmp / "fed") if r["unit"] == "federated"]
     actors = 2  # federated.sim_cpus / cpus_per_shop
     per_round = [float(r["round_s"]) - float(r["train_s"]) / actors for r in rs]
     print("\n## Overhead (synthetic default: 5 shops, 8 windows)\n")
