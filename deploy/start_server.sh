@@ -123,12 +123,17 @@ Next steps (operator):
    flwr supernode register shop_00.pub fedcl --name shop_00
    flwr supernode ls fedcl                   # status registered -> online once it connects
 
-3. Send ca.crt (never ca.key) to the shops; each starts deploy/start_shop.sh.
+3. Publish the plan (window bounds, product catalogue; no customer data):
+   python -m fedcl.plan --out ./fedcl-deploy/plan data=online_retail
 
-4. Submit a run from the fedcl checkout (the app bundle is built from it):
-   flwr run . fedcl --run-config 'overrides="federated.min_shops=3" out-dir="/abs/run-dir"' --format json
+4. Send ca.crt (never ca.key) and the plan directory to the shops; each starts
+   deploy/start_shop.sh --events ITS_LOG --plan PLAN_DIR (deploy/SHOP_GUIDE.md).
+
+5. Submit a run from the fedcl checkout (the app bundle is built from it):
+   flwr run . fedcl --run-config 'overrides="federated.plan_dir=/abs/fedcl-deploy/plan federated.min_shops=3" out-dir="/abs/run-dir"' --format json
    flwr ls fedcl --run-id RUN_ID             # until finished:completed
    flwr log RUN_ID fedcl --show              # the ServerApp's log
+   The same command with the same out-dir resumes a stopped run (flwr stop RUN_ID fedcl).
 
 Stop: deploy/start_server.sh --stop --dir $dir
 MSG

@@ -137,7 +137,10 @@ for _ in $(seq 1 $((wait_s * 2))); do
         if grep -q "Exit Code: 305" "$logfile"; then
             echo "the SuperLink refused shop $shop (Flower exit code 305): is its public key" \
                 "registered (flwr supernode register $key.pub <connection>)? Is $superlink" \
-                "reachable, and is $ca the operator's CA?" >&2
+                "reachable, and is $ca the operator's CA? If this shop's SuperNode ended" \
+                "abnormally (killed, crashed, machine lost) within the last minute or two, the" \
+                "SuperLink still counts it online until its heartbeats lapse: start it again" \
+                "in a minute." >&2
         else
             echo "SuperNode exited; last lines of $logfile:" >&2
             tail -n 20 "$logfile" >&2

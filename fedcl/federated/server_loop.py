@@ -54,14 +54,16 @@ class NotEnoughShops(FedclError):
     """Too few shops connected within the timeout."""
 
 
-def wait_for_shops(grid: Grid, n: int, timeout_s: float) -> list[int]:
+def wait_for_shops(
+    grid: Grid, n: int, timeout_s: float, setting: str = "federated.min_shops"
+) -> list[int]:
     """Node ids once at least ``n`` are connected; a clear error after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while len(nodes := list(grid.get_node_ids())) < n:
         if time.monotonic() > deadline:
             raise NotEnoughShops(
                 f"only {len(nodes)} shop(s) connected after {timeout_s:.0f} s, need "
-                f"federated.min_shops={n}: start more shop agents or lower federated.min_shops"
+                f"{setting}={n}: start more shop agents or lower {setting}"
             )
         time.sleep(0.5)
     return nodes
@@ -191,6 +193,10 @@ def train_round(
     start = time.perf_counter()
     arrays = glob.record()
     conf = ConfigRecord({"window": t, "round": r, "n-items": n_items})
+    # Shops may have gone away since the start: Flower's sampling would wait for them with no
+    # time limit; wait federated.wait_timeout_s at most, then stop with a clear error.
+    need = min(cfg.strategy.min_train_nodes, fed.min_shops)
+    wait_for_shops(grid, need, fed.wait_timeout_s, "strategy.min_train_nodes")
     messages = list(strategy.configure_train(server_round, arrays, conf, grid))
     replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout_s))
     good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples)

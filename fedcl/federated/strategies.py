@@ -23,7 +23,9 @@ def build_strategy(cfg: StrategyConfig, fed: FederatedConfig) -> Strategy:
             fraction_train=cfg.fraction_train,
             fraction_evaluate=1.0,  # unused: fedcl runs its own evaluation after each window
             min_train_nodes=min(cfg.min_train_nodes, fed.min_shops),
-            min_available_nodes=fed.min_shops,
+            # Only the start waits for federated.min_shops (server_loop.wait_for_shops): a
+            # round trains with the shops online, so a dead shop is skipped, not waited for.
+            min_available_nodes=min(cfg.min_train_nodes, fed.min_shops),
             **kwargs,
         )
     except TypeError as e:

@@ -1,14 +1,33 @@
-"""Real Flower deployment on loopback: a SuperLink with TLS and SuperNode authentication,
-shop SuperNodes started by ``deploy/start_shop.sh``, a run submitted with ``flwr run``.
+"""Real Flower deployment on loopback: one SuperLink with TLS and SuperNode authentication
+(``deploy/start_server.sh``), shop SuperNodes started by ``deploy/start_shop.sh``, each reading
+its own event log against the operator's public plan (``python -m fedcl.plan``), runs
+submitted with ``flwr run``.
 
-Slow (a few minutes): run with ``python -m pytest -m deployment tests/deployment -s``.
-Every process is started in its own session (process group) and its group is ended in the
-teardown, also on failure; the teardown checks that no process of ours is left.
+Scenarios (they share the SuperLink, the plan and the registered keys; each starts its own
+three SuperNodes with fresh state directories and stops them at its end, so they stay
+independent):
+
+- an unregistered node is refused;
+- a run of 2 windows x 2 rounds finishes and writes its metrics; neither the server nor the
+  shops prepare the dataset (their caches stay empty);
+- one shop's SuperNode is SIGKILLed while it trains a round: the round completes with the
+  two others once the SuperLink notices the dead node (heartbeats, about a minute), the shop
+  is restarted with the same state directory and key, rejoins, and continues from its state;
+- the ServerApp is stopped (``flwr stop``) once round 1 is checkpointed, while the shops
+  train round 2; the same run submitted again with the same out-dir resumes at round 2 and
+  ends with every round once and a full R matrix.
+
+Slow (~6-8 min on 2 cores): ``python -m pytest -m deployment tests/deployment -s``. Every
+process is started in its own session (process group); groups are ended by their id at the
+end of each scenario and in the module teardown, also on failure, and the teardown checks
+that no process of ours is left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import functools
 import json
 import os
 import shutil
@@ -17,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +50,19 @@ DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
 CONN = "fedcl"
 SHOPS = ["shop_00", "shop_01", "shop_02"]
-OVERRIDES = (
+DATA = (
     "data=synthetic data.n_shops=3 data.n_users=150 data.n_items=80 data.n_periods=2 "
-    "data.shops.min_users=5 model.dim=8 train.epochs=1 train.batch_size=256 "
-    "federated.rounds=2 federated.min_users=1 federated.min_shops=3"
+    "data.shops.min_users=5"
 )
+TRAIN = (
+    "model.dim=8 train.epochs=1 train.batch_size=256 federated.rounds=2 "
+    "federated.min_users=1 federated.min_shops=3"
+)
+SCHEDULE = [(0, 1), (0, 2), (1, 1), (1, 2)]  # (window, round) of 2 windows x 2 rounds
 RUN_TIMEOUT_S = 600
+#: The SuperLink marks a SuperNode offline 2 heartbeat intervals (2 x 30 s) after its last
+#: heartbeat; only then does a round waiting for a dead node get its error reply.
+DEAD_NODE_S = 240
 
 
 def _free_port() -> int:
@@ -53,67 +80,6 @@ def _missing_tools() -> list[str]:
     return missing
 
 
-@dataclass
-class Link:
-    """A running SuperLink, its environment, and every process group started for it."""
-
-    root: Path
-    port: int
-    env: dict[str, str]
-    groups: list[int] = field(default_factory=list)
-    ports: list[int] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def sh(self, *args: str | Path, timeout: float = 120, check: bool = True, cwd=None):
-        """Run a command to completion (in its own session, killed on timeout)."""
-        proc = subprocess.Popen(
-            [str(a) for a in args], env=self.env, cwd=cwd or self.root, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            raise AssertionError(f"timed out after {timeout} s: {args}\n{out}\n{err}") from None
-        if check and proc.returncode != 0:
-            raise AssertionError(f"exit {proc.returncode}: {args}\n{out}\n{err}")
-        return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-    def flwr_json(self, *args: str, timeout: float = 60) -> dict:
-        out = self.sh(BIN / "flwr", *args, "--format", "json", timeout=timeout, cwd=REPO).stdout
-        return json.loads(out[out.index("{") :])
-
-    def adopt(self, pidfile: Path) -> int:
-        """Track the process group a deploy script started (its pid is the group id)."""
-        pid = int(pidfile.read_text().strip())
-        self.groups.append(pid)
-        return pid
-
-    def start_shop(self, shop: str, key: Path, *, check: bool = True):
-        port = _free_port()
-        self.ports.append(port)
-        shop_dir = self.root / "shops" / shop
-        res = self.sh(
-            DEPLOY / "start_shop.sh", "--shop", shop, "--superlink", self.address,
-            "--ca", self.root / "certs" / "ca.crt", "--key", key, "--port", str(port),
-            "--dir", shop_dir, "--state-dir", self.root / "state" / shop,
-            "--cache", self.root / "cache", "--wait", "30",
-            timeout=60, check=check,
-        )  # fmt: skip
-        if (shop_dir / "supernode.pid").exists():
-            self.adopt(shop_dir / "supernode.pid")
-        return res
-
-    def online(self) -> int:
-        nodes = self.flwr_json("supernode", "ls", CONN)["nodes"]
-        return sum(n["status"] == "online" for n in nodes)
-
-
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -129,20 +95,249 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _our_processes(markers: list[str]) -> list[str]:
-    """Command lines of live processes that mention one of ``markers`` (paths, ports)."""
-    found = []
+def _processes() -> Iterator[tuple[int, str, str]]:
+    """(pid, state letter, command line) of every process we can see, but this one."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             raw = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
-        cmd = raw.replace(b"\0", b" ").decode(errors="replace")
-        if ("flower" in cmd or "flwr" in cmd) and any(m in cmd for m in markers):
-            found.append(f"{entry.name}: {cmd}")
-    return found
+        state = stat.rsplit(")", 1)[-1].split()[0]
+        yield int(entry.name), state, raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _our_processes(markers: list[str]) -> list[str]:
+    """Live Flower processes that mention one of ``markers`` (paths, ports)."""
+    return [
+        f"{pid}: {cmd}"
+        for pid, state, cmd in _processes()
+        if state != "Z" and ("flower" in cmd or "flwr" in cmd) and any(m in cmd for m in markers)
+    ]
+
+
+def _generations(directory: Path) -> list[int]:
+    """Numbers of the state generations in a state store directory."""
+    return sorted(int(p.stem.split("-")[1]) for p in directory.glob("state-*.npz"))
+
+
+def _load_state(directory: Path) -> dict:
+    from fedcl.federated.state import ShopStateStore
+
+    state = ShopStateStore(directory).load()
+    assert state is not None, f"no state in {directory}"
+    return state
+
+
+def _find(tree: dict, key: str) -> dict | None:
+    """The first sub-tree stored under ``key`` (the replay buffer in a method's state)."""
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            if k == key:
+                return v
+            if (found := _find(v, key)) is not None:
+                return found
+    return None
+
+
+@dataclass
+class Shop:
+    """One shop's SuperNode as started by ``start_shop.sh``."""
+
+    name: str
+    key: Path
+    port: int
+    dir: Path  # supernode.pid, supernode.log
+    state: Path  # --state-dir
+    cache: Path  # --cache (FEDCL_CACHE): stays empty when the shop reads its own log
+    pgid: int | None = None
+
+    @property
+    def store(self) -> Path:
+        """The learner's state store (``<state-dir>/<shop>``)."""
+        return self.state / self.name
+
+    @property
+    def log(self) -> str:
+        return (self.dir / "supernode.log").read_text(errors="replace")
+
+
+@dataclass
+class Link:
+    """A running SuperLink, its environment, and every process group started for it."""
+
+    root: Path
+    port: int
+    env: dict[str, str]
+    groups: list[int] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    runs: set[str] = field(default_factory=set)  # submitted, not seen finished
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan"
+
+    def overrides(self) -> str:
+        """The run's Hydra overrides: the server reads only the plan."""
+        return f"{DATA} {TRAIN} federated.plan_dir={self.plan}"
+
+    def sh(self, *args: str | Path, timeout: float = 120, check: bool = True, cwd=None):
+        """Run a command to completion (in its own session, killed on timeout)."""
+        proc = subprocess.Popen(
+            [str(a) for a in args], env=self.env, cwd=cwd or self.root, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        self.groups.append(proc.pid)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise AssertionError(f"timed out after {timeout} s: {args}\n{out}\n{err}") from None
+        finally:
+            if proc.poll() is not None:
+                self.groups.remove(proc.pid)  # ended: its group id may be reused
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}: {args}\n{out}\n{err}")
+        return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+    def flwr_json(self, *args: str, timeout: float = 60) -> dict:
+        out = self.sh(BIN / "flwr", *args, "--format", "json", timeout=timeout, cwd=REPO).stdout
+        return json.loads(out[out.index("{") :])
+
+    def adopt(self, pidfile: Path) -> int:
+        """Track the process group a deploy script started (its pid is the group id)."""
+        pid = int(pidfile.read_text().strip())
+        self.groups.append(pid)
+        return pid
+
+    def stop_groups(self, pgids: list[int], sig: int = signal.SIGTERM, grace: float = 20):
+        """End process groups we started (SIGKILL after ``grace`` s) and forget them."""
+        for pgid in pgids:
+            _kill_group(pgid, sig)
+        deadline = time.monotonic() + grace
+        while any(_group_alive(g) for g in pgids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pgid in pgids:
+            if _group_alive(pgid):
+                _kill_group(pgid, signal.SIGKILL)
+                time.sleep(0.5)
+            if not _group_alive(pgid) and pgid in self.groups:
+                self.groups.remove(pgid)
+
+    # --- shops ------------------------------------------------------------------------
+    def shop(self, name: str, scenario: str, *, key: Path | None = None) -> Shop:
+        port = _free_port()
+        self.ports.append(port)
+        base = self.root / scenario
+        return Shop(
+            name=name,
+            key=key or self.root / "keys" / name,
+            port=port,
+            dir=base / "shops" / name,
+            state=base / "state" / name,
+            cache=base / "cache" / name,
+        )
+
+    def start_shop(self, shop: Shop, *, check: bool = True, own_log: bool = True):
+        args: list[str | Path] = [
+            DEPLOY / "start_shop.sh", "--shop", shop.name, "--superlink", self.address,
+            "--ca", self.root / "certs" / "ca.crt", "--key", shop.key,
+            "--port", str(shop.port), "--dir", shop.dir, "--state-dir", shop.state,
+            "--cache", shop.cache, "--wait", "60",
+        ]  # fmt: skip
+        if own_log:
+            args += ["--events", self.root / "logs" / f"{shop.name}.csv", "--plan", self.plan]
+        res = self.sh(*args, timeout=90, check=check)
+        if (shop.dir / "supernode.pid").exists():
+            shop.pgid = self.adopt(shop.dir / "supernode.pid")
+        return res
+
+    @contextlib.contextmanager
+    def fleet(self, scenario: str) -> Iterator[dict[str, Shop]]:
+        """The three shops with fresh state, started in parallel; stopped (SIGTERM: they
+        leave the federation at once) at the end, also on failure."""
+        shops = {name: self.shop(name, scenario) for name in SHOPS}
+        try:
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(len(shops)) as pool:
+                list(pool.map(self.start_shop, shops.values()))
+            self.timings[f"{scenario}_shops_start_s"] = time.monotonic() - t0
+            yield shops
+        finally:
+            self.stop_groups([s.pgid for s in shops.values() if s.pgid is not None])
+
+    def online(self) -> int:
+        nodes = self.flwr_json("supernode", "ls", CONN)["nodes"]
+        return sum(n["status"] == "online" for n in nodes)
+
+    # --- runs -------------------------------------------------------------------------
+    def submit(self, out_dir: Path) -> str:
+        run_config = f'overrides="{self.overrides()}" out-dir="{out_dir}"'
+        sub = self.flwr_json("run", ".", CONN, "--run-config", run_config, timeout=120)
+        assert sub["success"], sub
+        run_id = str(sub["run-id"])
+        self.runs.add(run_id)
+        return run_id
+
+    def status(self, run_id: str) -> str:
+        status = self.flwr_json("ls", CONN, "--run-id", run_id)["runs"][0]["status"]
+        if status.startswith("finished"):
+            self.runs.discard(run_id)
+        return status
+
+    def wait_run(self, run_id: str, out_dir: Path, timeout: float = RUN_TIMEOUT_S) -> str:
+        """The run's final status. The ServerApp writes metrics.json near its end: watch
+        for it and for the ServerApp's exit (cheap), and ask the SuperLink (a CLI start
+        costs seconds of CPU on a small machine) only every 30 s and at the end."""
+        status = ""
+        deadline = time.monotonic() + timeout
+        next_ask = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = (out_dir / "metrics.json").exists()
+            if done:
+                self.wait_no_serverapp()
+            if done or time.monotonic() > next_ask:
+                status = self.status(run_id)
+                if status.startswith("finished"):
+                    break
+                next_ask = time.monotonic() + (2 if done else 30)
+            time.sleep(1)
+        return status
+
+    def server_log(self, run_id: str) -> str:
+        """The end of the ServerApp's log (for failure messages)."""
+        res = self.sh(BIN / "flwr", "log", run_id, CONN, "--show", timeout=60, check=False)
+        return (res.stdout + res.stderr)[-4000:]
+
+    def stop_runs(self) -> None:
+        """Stop every run submitted and not seen finished (a scenario that failed must not
+        leave a ServerApp sending to the next scenario's shops)."""
+        for run_id in list(self.runs):
+            self.sh(BIN / "flwr", "stop", run_id, CONN, timeout=60, check=False, cwd=REPO)
+            self.runs.discard(run_id)
+        self.wait_no_serverapp()
+
+    def serverapp_alive(self) -> bool:
+        """Whether a ServerApp process of this SuperLink runs (scenarios run one at a time)."""
+        mark = f"--runtime-api-address 127.0.0.1:{self.port}"
+        return any(
+            s != "Z" and "flwr-serverapp" in cmd and mark in cmd for _, s, cmd in _processes()
+        )
+
+    def wait_no_serverapp(self, timeout: float = 60) -> None:
+        """Until no ServerApp of this SuperLink is alive (a stopped one exits in seconds)."""
+        deadline = time.monotonic() + timeout
+        while self.serverapp_alive():
+            assert time.monotonic() < deadline, "a ServerApp did not exit after its run stopped"
+            time.sleep(0.5)
 
 
 def _stop_all(link: Link) -> list[str]:
@@ -164,6 +359,8 @@ def _stop_all(link: Link) -> list[str]:
 
 @pytest.fixture(scope="module")
 def link(tmp_path_factory):
+    """The SuperLink (TLS, node authentication), the operator's plan with one event log per
+    shop, and the shops' keys, registered."""
     if missing := _missing_tools():
         pytest.skip(f"deployment test needs {', '.join(missing)}")
     root = tmp_path_factory.mktemp("deploy")
@@ -171,7 +368,9 @@ def link(tmp_path_factory):
     env = dict(os.environ)
     env.update(
         FLWR_HOME=str(root / "flwr"),
-        FEDCL_CACHE=str(root / "cache"),
+        # The ServerApp inherits the SuperLink's environment: with a plan it prepares no
+        # data, so this cache stays empty (checked by the run scenario).
+        FEDCL_CACHE=str(root / "server-cache"),
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
@@ -182,6 +381,7 @@ def link(tmp_path_factory):
         f'address = "127.0.0.1:{port}"\nroot-certificates = "{root / "certs" / "ca.crt"}"\n'
     )
     lk = Link(root=root, port=port, env=env)
+    t_all = time.monotonic()
     try:
         t0 = time.monotonic()
         lk.sh(DEPLOY / "make_certs.sh", root / "certs")
@@ -191,98 +391,265 @@ def link(tmp_path_factory):
         )  # fmt: skip
         lk.adopt(root / "superlink" / "superlink.pid")
         lk.timings["superlink_start_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        plan_env = {**env, "FEDCL_CACHE": str(root / "operator-cache")}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(lk, "env", plan_env)
+            lk.sh(
+                sys.executable, "-m", "fedcl.plan", "--out", lk.plan,
+                "--shop-logs", root / "logs", *DATA.split(), timeout=180,
+            )  # fmt: skip
+        assert sorted(p.stem for p in (root / "logs").glob("*.csv")) == SHOPS
+        for shop in SHOPS:
+            lk.sh(DEPLOY / "make_node_key.sh", shop, root / "keys")
+
+        # `flwr supernode register` takes seconds each (CLI start-up): in parallel.
+        def register(shop: str) -> None:
+            pub = root / "keys" / f"{shop}.pub"
+            lk.sh(BIN / "flwr", "supernode", "register", pub, CONN, "--name", shop)
+
+        with ThreadPoolExecutor(len(SHOPS)) as pool:
+            list(pool.map(register, SHOPS))
+        lk.timings["plan_keys_register_s"] = time.monotonic() - t0
         yield lk
     finally:
+        with contextlib.suppress(Exception):
+            lk.stop_runs()
         left = _stop_all(lk)
-        print("deployment timings (s):", {k: round(v, 1) for k, v in lk.timings.items()})
+        lk.timings["module_s"] = time.monotonic() - t_all
+        print("\ndeployment timings (s):", {k: round(v, 1) for k, v in lk.timings.items()})
         assert not left, f"Flower processes left behind: {left}"
 
 
-def _prepare_data(link: Link) -> None:
-    """Prepare the synthetic data once into the shared cache (the nodes then only read it)."""
-    code = (
-        "from fedcl.config import config_from_run\n"
-        "from fedcl.federated.shop import shop_data\n"
-        f"print(shop_data(config_from_run({{'overrides': {OVERRIDES!r}}})).shops)\n"
-    )
-    out = link.sh(sys.executable, "-c", code, timeout=120).stdout
-    assert out.strip() == str(SHOPS)
+@pytest.fixture
+def scenario(link, request):
+    """Times a scenario; stops any run it left unfinished (also on failure)."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        link.stop_runs()
+        link.timings[request.node.name] = time.monotonic() - t0
+        print(f"\n{request.node.name}: {time.monotonic() - t0:.0f} s")
 
 
-def test_unregistered_shop_is_refused(link):
-    key_dir = link.root / "keys"
+def _assert_complete(doc: dict) -> None:
+    assert doc["mode"] == "federated"
+    r = doc["r_matrix"]
+    assert len(r) == 2 and all(len(row) == 2 for row in r), r
+    assert all(v is not None for row in r for v in row), r
+    assert sorted(doc["per_shop"]) == SHOPS
+
+
+def _federated_rounds(out_dir: Path) -> list[dict]:
+    """The run's rounds log (``rounds.csv``, values as text), training rounds only."""
+    with (out_dir / "rounds.csv").open() as f:
+        return [row for row in csv.DictReader(f) if row["unit"] == "federated"]
+
+
+@functools.cache
+def _run_config(overrides: str):
+    from fedcl.config import config_from_run
+
+    return config_from_run({"overrides": overrides})
+
+
+def _checkpoint_position(link: Link, out_dir: Path) -> tuple[int, int] | None:
+    """(window, round) the server continues at, from its checkpoint (None: none yet)."""
+    from fedcl.federated.checkpoint import ServerCheckpoint, checkpoint_dir
+
+    cfg = _run_config(link.overrides())
+    snap = ServerCheckpoint(checkpoint_dir(cfg, out_dir), cfg).load()
+    return None if snap is None else (snap.window, snap.round)
+
+
+def _wait_position(link: Link, out_dir: Path, at_least: tuple[int, int], timeout: float):
+    deadline = time.monotonic() + timeout
+    while (pos := _checkpoint_position(link, out_dir)) is None or pos < at_least:
+        assert time.monotonic() < deadline, f"server checkpoint at {pos}, waited for {at_least}"
+        time.sleep(0.5)
+    return pos
+
+
+# --- scenarios -------------------------------------------------------------------------------
+def test_unregistered_shop_is_refused(link, scenario):
+    key_dir = link.root / "intruder-keys"
     link.sh(DEPLOY / "make_node_key.sh", "intruder", key_dir)
-    res = link.start_shop("shop_00", key_dir / "intruder", check=False)
+    shop = link.shop("shop_00", "intruder", key=key_dir / "intruder")
+    res = link.start_shop(shop, check=False)
     assert res.returncode != 0
     assert "refused" in res.stderr and "305" in res.stderr
-    log = (link.root / "shops" / "shop_00" / "supernode.log").read_text()
-    assert "Exit Code: 305" in log
-    assert not (link.root / "shops" / "shop_00" / "supernode.pid").exists()
+    assert "Exit Code: 305" in shop.log
+    assert not (shop.dir / "supernode.pid").exists()
     assert link.online() == 0
 
 
-def test_federated_run_with_tls_and_node_auth(link):
-    t0 = time.monotonic()
-    _prepare_data(link)
-    key_dir = link.root / "keys"
-    for shop in SHOPS:
-        link.sh(DEPLOY / "make_node_key.sh", shop, key_dir)
-    # `flwr supernode register` takes ~5 s each (CLI start-up): register in parallel.
-    procs = [
-        subprocess.Popen(
-            [BIN / "flwr", "supernode", "register", key_dir / f"{s}.pub", CONN, "--name", s],
-            env=link.env,
-            cwd=link.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )  # fmt: skip
-        for s in SHOPS
-    ]
-    link.groups += [p.pid for p in procs]
-    for p in procs:
-        out, _ = p.communicate(timeout=120)
-        link.groups.remove(p.pid)  # finished: its group id may be reused
-        assert p.returncode == 0, out
-    link.timings["register_s"] = time.monotonic() - t0
-
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(len(SHOPS)) as pool:
-        list(pool.map(lambda s: link.start_shop(s, key_dir / s), SHOPS))
-    deadline = time.monotonic() + 60
-    while link.online() < len(SHOPS):
-        assert time.monotonic() < deadline, "shops did not come online"
-        time.sleep(1)
-    link.timings["shops_online_s"] = time.monotonic() - t0
-
-    out_dir = link.root / "run"
-    t0 = time.monotonic()
-    run_config = f'overrides="{OVERRIDES}" out-dir="{out_dir}"'
-    sub = link.flwr_json("run", ".", CONN, "--run-config", run_config, timeout=120)
-    assert sub["success"], sub
-    run_id = str(sub["run-id"])
-    # The ServerApp writes metrics.json last: watch for it (cheap) and ask the SuperLink
-    # (a CLI start costs seconds of CPU on a small machine) only every 30 s and at the end.
-    status = ""
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    next_ask = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done = (out_dir / "metrics.json").exists()
-        if done or time.monotonic() > next_ask:
-            status = link.flwr_json("ls", CONN, "--run-id", run_id)["runs"][0]["status"]
-            if status.startswith("finished"):
-                break
-            next_ask = time.monotonic() + (2 if done else 30)
-        time.sleep(1)
-    link.timings["run_s"] = time.monotonic() - t0
-    assert status == "finished:completed", status
+def test_federated_run_with_tls_and_node_auth(link, scenario):
+    with link.fleet("run") as shops:
+        out_dir = link.root / "run" / "out"
+        t0 = time.monotonic()
+        run_id = link.submit(out_dir)
+        status = link.wait_run(run_id, out_dir)
+        link.timings["run_submit_to_finished_s"] = time.monotonic() - t0
+        assert status == "finished:completed", (status, link.server_log(run_id))
 
     doc = json.loads((out_dir / "metrics.json").read_text())
-    assert doc["mode"] == "federated"
-    r = doc["r_matrix"]
-    assert len(r) == 2 and all(len(row) == 2 for row in r)
-    assert all(v is not None for row in r for v in row)
-    # Each shop kept its learning state on its own side.
-    for shop in SHOPS:
-        assert list((link.root / "state" / shop).rglob("state-*.npz")), shop
+    _assert_complete(doc)
+    assert doc["resumed_from"] == [] and doc["rejected_replies"] == []
+    rounds = _federated_rounds(out_dir)
+    assert [(int(r["window"]), int(r["round"])) for r in rounds] == SCHEDULE
+    assert all(r["ok"] == r["shops"] == "3" for r in rounds), rounds
+    # The plan's digest, not a prepared dataset's, identifies the data.
+    from fedcl.data.plan import Plan
+
+    assert doc["provenance"]["data_sha256"] == Plan.load(link.plan).digest
+    # Nobody but the operator's plan command prepared the dataset: each shop read only its
+    # own log (all of it, once), the server only the plan.
+    assert not list((link.root / "server-cache").rglob("*.parquet"))
+    for shop in shops.values():
+        assert not list(shop.cache.rglob("*.parquet")), shop.name
+        ingest = _load_state(shop.store / "ingest")
+        rows = len((link.root / "logs" / f"{shop.name}.csv").read_text().splitlines()) - 1
+        assert int(ingest["log"]["rows"]) == rows, shop.name
+        assert _generations(shop.store), shop.name
+
+
+def test_shop_killed_mid_round_rejoins_from_its_state(link, scenario):
+    with link.fleet("kill") as shops:
+        victim = shops["shop_02"]
+        out_dir = link.root / "kill" / "out"
+        run_id = link.submit(out_dir)
+
+        # The kill point: the victim's SuperNode has received its 2nd train message (window
+        # 0, round 2; round 1 left it a learner state) and has not sent its reply yet (its
+        # ClientApp process needs seconds of imports before it trains and saves).
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            log = victim.log
+            got, sent = log.count("Receiving: train message"), log.count("Sending: train message")
+            assert sent < 2, "the victim replied to round 2 before it could be killed"
+            if got == 2:
+                break
+            assert time.monotonic() < deadline, "the victim never got round 2"
+            time.sleep(0.1)
+        assert victim.pgid is not None
+        link.stop_groups([victim.pgid], signal.SIGKILL)
+        t_kill = time.monotonic()
+        assert victim.log.count("Sending: train message") == 1
+        gen_at_kill = max(_generations(victim.store))
+        ingest_at_kill = _load_state(victim.store / "ingest")
+        ingest_gens_at_kill = _generations(victim.store / "ingest")
+        assert gen_at_kill >= 1, "the victim had no learner state to resume from"
+
+        # Round 2 completes without the victim once the SuperLink notices it is gone.
+        _wait_position(link, out_dir, (0, 3), DEAD_NODE_S)
+        link.timings["kill_to_round_done_s"] = time.monotonic() - t_kill
+
+        # Restart it with the same state dir, key and port. The SuperLink refuses the key
+        # (exit code 305) while it still counts the node online: retry for a while.
+        t0 = time.monotonic()
+        while (res := link.start_shop(victim, check=False)).returncode != 0:
+            assert "305" in res.stderr, res.stderr
+            assert time.monotonic() - t0 < 120, "the restarted shop was refused for 2 min"
+            time.sleep(3)
+        link.timings["kill_restart_s"] = time.monotonic() - t0
+
+        status = link.wait_run(run_id, out_dir)
+        assert status == "finished:completed", (status, link.server_log(run_id))
+        trained_after = victim.log.count("Sending: train message")  # log of the restart
+
+    doc = json.loads((out_dir / "metrics.json").read_text())
+    _assert_complete(doc)
+    rounds = _federated_rounds(out_dir)
+    assert [(int(r["window"]), int(r["round"])) for r in rounds] == SCHEDULE
+    by_step = {(int(r["window"]), int(r["round"])): r for r in rounds}
+    # The round of the kill: sent to 3, aggregated from 2; the SuperLink's error reply for
+    # the dead node is rejected.
+    killed = by_step[(0, 2)]
+    assert (killed["shops"], killed["ok"], killed["rejected"]) == ("3", "2", "1"), killed
+    why = [r["why"] for r in doc["rejected_replies"]]
+    assert len(why) == 1 and "Node Unavailable" in why[0], doc["rejected_replies"]
+    assert by_step[(0, 1)]["ok"] == "3"
+    # Every other round trained with every shop online; the victim rejoined for at least
+    # one (window 1's first round trains with 2 if it was not back yet).
+    assert all(r["ok"] == r["shops"] for r in rounds if r is not killed), rounds
+    assert trained_after >= 1, rounds
+    # It evaluated the last window (it missed window 0's evaluation only if it was down).
+    assert all(v is not None for v in doc["per_shop"]["shop_02"]["r_matrix"][-1])
+
+    # It resumed from its state: generations continue (a lost state would restart at 1),
+    # the ingest watermark did not move (the whole log was consumed before the kill, no
+    # row was read again), no row is learned twice, and its replay buffer survived.
+    assert max(_generations(victim.store)) >= gen_at_kill + trained_after
+    ingest = _load_state(victim.store / "ingest")
+    rows = len((link.root / "logs" / "shop_02.csv").read_text().splitlines()) - 1
+    assert int(ingest_at_kill["log"]["rows"]) == int(ingest["log"]["rows"]) == rows
+    assert ingest["log"]["sha256"] == ingest_at_kill["log"]["sha256"]
+    assert _generations(victim.store / "ingest") == ingest_gens_at_kill
+    row_ids = ingest["events"]["row"]
+    assert len(set(row_ids.tolist())) == len(row_ids)
+    learner = _load_state(victim.store)["learner"]
+    assert int(learner["window"]) == 1
+    buffer = _find(learner["method"], "buffer")
+    assert buffer is not None and len(buffer["users"]) > 0
+
+
+#: What a Flower 1.42 SuperNode logs when a run stops while it receives one of its messages:
+#: it then stays one reply behind until restarted (OPERATOR_GUIDE.md, section 7).
+STOP_WHILE_RECEIVING = "status. Ignoring message"
+
+
+def _received_whole(shop: Shop, n_train: int) -> bool:
+    """Whether ``shop`` has received its ``n_train``-th train message, and every message
+    it began to receive is received in full (none is in flight)."""
+    log = shop.log
+    receiving = log.count("Receiving: ")
+    done = log.count("Received successfully") + log.count(STOP_WHILE_RECEIVING)
+    return log.count("Receiving: train message") >= n_train and receiving == done
+
+
+def test_serverapp_restarted_resumes_after_its_last_round(link, scenario):
+    with link.fleet("resume") as shops:
+        out_dir = link.root / "resume" / "out"
+        first = link.submit(out_dir)
+        _wait_position(link, out_dir, (0, 2), RUN_TIMEOUT_S)  # round 1 checkpointed
+        # Stop while the shops train round 2, when none is receiving a message (see
+        # STOP_WHILE_RECEIVING); a round trains for seconds, so the stop lands in it.
+        deadline = time.monotonic() + 120
+        while not all(_received_whole(shop, 2) for shop in shops.values()):
+            assert time.monotonic() < deadline, "the shops did not all receive round 2"
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        stop = link.flwr_json("stop", first, CONN)
+        assert stop["success"], stop
+        link.wait_no_serverapp()
+        assert link.status(first) == "finished:stopped"
+        link.timings["resume_stop_s"] = time.monotonic() - t0
+        stopped_at = _checkpoint_position(link, out_dir)
+        assert stopped_at is not None and (0, 2) <= stopped_at < (2, 1), stopped_at
+        assert not (out_dir / "metrics.json").exists()
+        # The operator's workaround, should the stop have landed while a shop received a
+        # message after all: restart that shop (a clean stop and start keeps its state).
+        for shop in shops.values():
+            if STOP_WHILE_RECEIVING in shop.log:
+                print(f"{shop.name} received a message while the run stopped: restarted")
+                assert shop.pgid is not None
+                link.stop_groups([shop.pgid])
+                link.start_shop(shop)
+
+        t0 = time.monotonic()
+        second = link.submit(out_dir)
+        status = link.wait_run(second, out_dir)
+        link.timings["resume_second_run_s"] = time.monotonic() - t0
+        assert status == "finished:completed", (status, link.server_log(second))
+
+    doc = json.loads((out_dir / "metrics.json").read_text())
+    _assert_complete(doc)
+    resumed = doc["resumed_from"]
+    assert [(r["window"], r["round"]) for r in resumed] == [stopped_at], resumed
+    print(f"stopped after (window, round) {stopped_at}; resumed there")
+    rounds = _federated_rounds(out_dir)
+    assert [(int(r["window"]), int(r["round"])) for r in rounds] == SCHEDULE
+    assert all(r["ok"] == r["shops"] == "3" for r in rounds), rounds
+    assert _checkpoint_position(link, out_dir) == (2, 1)  # the end of the schedule
