@@ -78,12 +78,14 @@ def plot_curves(results: dict[str, list[dict]], out: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for label, docs in results.items():
+    for k, (label, docs) in enumerate(results.items()):
         n = len(docs[0]["r_matrix"])
         fwd = [mean([d["r_matrix"][t][t + 1] for d in docs]) for t in range(n - 1)]
         last = [mean([d["r_matrix"][-1][i] for d in docs]) for i in range(n)]
-        axes[0].plot(range(1, n), [v if v is not None else float("nan") for v in fwd], label=label)
-        axes[1].plot(range(n), [v if v is not None else float("nan") for v in last], label=label)
+        # 10 colours, then the next line style: more than 10 settings stay distinguishable
+        style = {"label": label, "color": f"C{k % 10}", "linestyle": ("-", "--", ":")[k // 10 % 3]}
+        axes[0].plot(range(1, n), [v if v is not None else float("nan") for v in fwd], **style)
+        axes[1].plot(range(n), [v if v is not None else float("nan") for v in last], **style)
     axes[0].set_title("next window: R[t-1][t]")
     axes[1].set_title("after the last window: R[T-1][i]")
     for ax in axes:

@@ -17,7 +17,7 @@ from fedcl.continual.compose import Continual
 from fedcl.continual.distill import Distill, window_users
 from fedcl.continual.ewc import EWC
 from fedcl.continual.joint import Joint
-from fedcl.continual.replay import Replay
+from fedcl.continual.replay import MAX_MIX, Replay
 from fedcl.errors import ConfigError
 
 DISTILL_USERS = ("replay", "current")
@@ -32,8 +32,12 @@ class ReplayConfig:
     #: ground in recommendation replay studies between cost and forgetting).
     budget_fraction: float = 0.1
     #: reservoir | window | item | category | recency | herding (fedcl/continual/buffer.py).
-    policy: str = "reservoir"
-    #: Fraction of the buffer mixed into each window's training data (1 = all of it).
+    #: recency: chosen on validation (centralized, seeds 0-1): on the recurring-season
+    #: synthetic stream it forgets less than reservoir (BWT -0.019 vs -0.024, naive -0.043)
+    #: and on Online Retail it keeps reservoir's ACC with a better next-window NDCG.
+    policy: str = "recency"
+    #: Buffer sizes mixed into each window's training data: 1 = all of it once, 0.5 = a
+    #: random half, 2 = twice (replayed events weigh twice the new ones). At most 10.
     mix: float = 1.0
     #: In windows, for policy=recency: an event this many windows old has half the weight.
     recency_half_life: float = 2.0
@@ -106,8 +110,11 @@ def check(
             "continual.replay.policy=category needs item categories, and this dataset has no "
             "category column: choose policy=item or a dataset with categories"
         )
-    if r.budget < 0 or not 0 <= r.budget_fraction <= 1 or not 0 <= r.mix <= 1:
-        raise ConfigError("continual.replay needs budget >= 0 and budget_fraction, mix in [0, 1]")
+    if r.budget < 0 or not 0 <= r.budget_fraction <= 1 or not 0 <= r.mix <= MAX_MIX:
+        raise ConfigError(
+            f"continual.replay needs budget >= 0, budget_fraction in [0, 1] and mix in "
+            f"[0, {MAX_MIX:g}]"
+        )
     if r.recency_half_life <= 0:
         raise ConfigError("continual.replay.recency_half_life must be > 0 (in windows)")
     if e.lam < 0 or not 0 <= e.gamma <= 1 or e.fisher_batches < 1 or e.fisher_batch_size < 1:

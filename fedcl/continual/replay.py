@@ -15,14 +15,17 @@ from fedcl.data.interactions import Interactions
 from fedcl.models.base import Recommender
 
 STREAM = 2  # random stream tag (see buffer.STREAM)
+MAX_MIX = 10.0  # most buffer sizes replayed per window (mix)
 
 
 class Replay(ContinualMethod):
     """Replay from a :class:`ReplayBuffer` of ``budget`` events (``budget=0``: a
     ``budget_fraction`` of the events seen so far, so the buffer grows with the stream).
 
-    ``mix`` is the fraction of the buffer drawn (uniformly, without replacement, anew each
-    window) into the window's training data; 1 replays the whole buffer.
+    ``mix`` is how much of the buffer goes into the window's training data, in buffer sizes:
+    below 1 a fraction drawn uniformly without replacement, anew each window; 1 the whole
+    buffer; above 1 ``floor(mix)`` copies of it plus a drawn fraction, i.e. the replayed
+    events weigh ``mix`` times the new ones in the loss (per event, in expectation).
     """
 
     def __init__(
@@ -34,10 +37,11 @@ class Replay(ContinualMethod):
         mix: float = 1.0,
         seed: int = 0,
     ) -> None:
-        if budget < 0 or not 0.0 <= budget_fraction <= 1.0 or not 0.0 <= mix <= 1.0:
+        if budget < 0 or not 0.0 <= budget_fraction <= 1.0 or not 0.0 <= mix <= MAX_MIX:
             raise ValueError(
-                f"replay needs budget >= 0 and budget_fraction, mix in [0, 1]; got "
-                f"budget={budget}, budget_fraction={budget_fraction}, mix={mix}"
+                f"replay needs budget >= 0, budget_fraction in [0, 1] and mix in "
+                f"[0, {MAX_MIX:g}]; got budget={budget}, budget_fraction={budget_fraction}, "
+                f"mix={mix}"
             )
         self.buffer = buffer
         self.budget, self.budget_fraction, self.mix, self.seed = budget, budget_fraction, mix, seed
@@ -48,16 +52,19 @@ class Replay(ContinualMethod):
         return self.budget if self.budget > 0 else int(round(self.budget_fraction * seen))
 
     def training_data(self, model: Recommender, new: Interactions, window: int) -> Interactions:
-        """``new`` and ``round(mix * len(buffer))`` buffered events, time-ordered, sized like
-        the model, on ``new``'s device."""
-        n = int(round(self.mix * len(self.buffer)))
-        if n == len(self.buffer):
-            old = self.buffer.events(model.n_users, model.n_items)
-        else:
+        """``new`` and ``round(mix * len(buffer))`` buffered events (whole copies of the
+        buffer, then a uniform draw of the rest), time-ordered, sized like the model, on
+        ``new``'s device."""
+        size = len(self.buffer)
+        copies, rest = divmod(int(round(self.mix * size)), size) if size else (0, 0)
+        parts = [self.buffer.events(model.n_users, model.n_items)] * copies
+        if rest:
             rng = np.random.default_rng((self.seed, STREAM, self.draws))
-            old = self.buffer.sample(n, rng, model.n_users, model.n_items)
+            parts.append(self.buffer.sample(rest, rng, model.n_users, model.n_items))
         self.draws += 1
-        data = old.to(new.users.device).concat(new)
+        data = new
+        for old in parts:
+            data = old.to(new.users.device).concat(data)
         data.n_users, data.n_items = model.n_users, model.n_items
         return data
 

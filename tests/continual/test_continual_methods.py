@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,16 @@ def test_replay_mixes_the_buffer_into_the_new_events_and_stores_only_new_ones():
     half = Replay(ReplayBuffer("reservoir"), budget=10, mix=0.5)
     half.after_window(model, w0, 0)
     assert len(half.training_data(model, w1, 1)) == 45
+    more = Replay(ReplayBuffer("reservoir"), budget=10, mix=2.5)  # 2 copies + a half
+    more.after_window(model, w0, 0)
+    data = more.training_data(model, w1, 1)
+    assert len(data) == 65 and data.times.tolist() == sorted(data.times.tolist())
+    pairs = Counter(zip(data.users.tolist(), data.items.tolist(), data.times.tolist(), strict=True))
+    ev = more.buffer.events()
+    buffered = set(zip(ev.users.tolist(), ev.items.tolist(), ev.times.tolist(), strict=True))
+    assert all(pairs[e] >= 2 for e in buffered)  # every buffered event at least twice
+    with pytest.raises(ValueError, match="mix"):
+        Replay(ReplayBuffer("reservoir"), mix=11.0)
 
 
 def test_replay_budget_fraction_grows_with_the_stream():

@@ -14,6 +14,7 @@ from fedcl.data.sources.synthetic import (
     item_launch,
     read,
     seasonal_phase,
+    seasonal_shoppers,
     shop_sizes,
 )
 
@@ -92,14 +93,41 @@ def test_seasonal_categories_dominate_in_season_and_recur(default: pd.DataFrame)
     assert top[: cfg.season_length] == top[cfg.season_length : 2 * cfg.season_length]
 
 
-def test_no_seasonal_boost_no_seasonality() -> None:
-    cfg = SyntheticConfig(seasonal_boost=0.0)
+def test_no_seasonal_knobs_no_seasonality() -> None:
+    cfg = SyntheticConfig(seasonal_boost=0.0, offseason_penalty=0.0, seasonal_users=0.0)
     f = read(cfg).frame
     cat, p, phase = f["category"].str[4:].astype(int).to_numpy(), period(f), seasonal_phase(cfg)
     for c in np.flatnonzero(phase >= 0):
         in_season = p % cfg.season_length == phase[c]
         ratio = (cat[in_season] == c).mean() / max((cat[~in_season] == c).mean(), 1e-9)
         assert 0.5 < ratio < 2.0
+
+
+def test_seasonal_shoppers_return_with_their_season_and_buy_its_items(
+    default: pd.DataFrame,
+) -> None:
+    """Loyal seasonal shoppers: mostly active in their season, back each time it recurs,
+    and most of what they buy in season is their category (what fine-tuning forgets)."""
+    cfg = SyntheticConfig()
+    fav, phase = seasonal_shoppers(cfg), seasonal_phase(cfg)
+    assert set(np.unique(fav[fav >= 0])) <= set(np.flatnonzero(phase >= 0))
+    assert abs((fav >= 0).mean() - cfg.seasonal_users) < 0.05
+    # global user index of each event: shops are contiguous blocks of users
+    sizes = shop_sizes(cfg.n_users, cfg.n_shops)
+    shop = default[SHOP].str[5:].astype(int).to_numpy()
+    user = (np.cumsum(sizes) - sizes)[shop] + default[USER].str[-5:].astype(int).to_numpy()
+    cat, p = default["category"].str[4:].astype(int).to_numpy(), period(default)
+    loyal = fav[user] >= 0
+    in_season = loyal & (p % cfg.season_length == phase[np.maximum(fav[user], 0)])
+    months_in = cfg.n_periods // cfg.season_length  # each season comes twice in 8 months
+    rate_in = in_season.sum() / months_in
+    rate_out = (loyal & ~in_season).sum() / (cfg.n_periods - months_in)
+    assert rate_in > 5 * rate_out  # they shop in their season
+    assert (cat[in_season] == fav[user][in_season]).mean() > 0.5  # ... for its items
+    # and they come back: most who shopped in their first season shop in the second too
+    first = set(user[in_season & (p < cfg.season_length)])
+    second = set(user[in_season & (p >= cfg.season_length)])
+    assert len(first & second) > 0.6 * len(first)
 
 
 def test_current_month_popularity_serves_its_season_better(default: pd.DataFrame) -> None:
@@ -161,6 +189,10 @@ def test_config_defaults_monthly_and_bad_knobs_rejected() -> None:
         read(SyntheticConfig(n_shops=10, n_users=5))
     with pytest.raises(DataError):
         read(SyntheticConfig(repeat_prob=1.5))
+    with pytest.raises(DataError, match="seasonal_users"):
+        read(SyntheticConfig(n_seasonal_categories=0))  # loyal shoppers need a season
+    with pytest.raises(DataError, match="offseason_activity"):
+        read(SyntheticConfig(offseason_activity=-1.0))
 
 
 @settings(max_examples=15, deadline=None)

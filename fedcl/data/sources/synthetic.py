@@ -11,9 +11,14 @@ Generative model (numpy, vectorised over users and events; loops over months and
   Some users join after the first month; activity varies per user (Gamma x Poisson).
 * The k-th of ``n_seasonal_categories`` random categories is in season in periods ``p``
   with ``p % season_length == k % season_length`` (``seasonal_phase``): ``+seasonal_boost``
-  to its logits, ``-seasonal_boost / 2`` out of season. So the taste of the current month
-  is not that of the next one, and it comes back ``season_length`` periods later:
-  forgetting matters.
+  to its logits, ``-offseason_penalty`` out of season (bought heavily in its season, rarely
+  outside). So the taste of the current month is not that of the next one, and it comes
+  back ``season_length`` periods later: forgetting matters.
+* A share ``seasonal_users`` of the users are seasonal shoppers, loyal to one seasonal
+  category (``+seasonal_affinity`` to its logits): they shop mostly in its season
+  (``offseason_activity`` times their activity outside it) and return every time it comes
+  back. A model that fine-tunes on the newest month pushes their category down while it is
+  out of season, and ranks it badly for them when they return: what replay should prevent.
 * Each event is, with ``repeat_prob``, a re-buy of an item the user bought in an earlier
   period (chosen in proportion to past purchases; an out-of-season seasonal item is not
   re-bought), otherwise a draw from ``softmax(taste . item + season + popularity)`` over
@@ -44,24 +49,36 @@ _CHUNK = 1 << 22  # max (users x items) logits held at once while sampling
 
 @dataclass
 class SyntheticConfig(DataConfig):
-    """Knobs of the synthetic stream; defaults are the small reference scenario."""
+    """Knobs of the synthetic stream; defaults are the reference recurring-season scenario.
+
+    The defaults (8 months; four seasonal categories, each in season every fourth month;
+    70% of the customers loyal to one of them, back each time it returns) make plain
+    fine-tuning of BPR-MF forget measurably (docs/RESULTS.md, "Continual methods").
+    ``seasonal_users=0, events_per_user_period=4, repeat_prob=0.3, n_users=1500,
+    seasonal_boost=2`` give the earlier, mildly seasonal stream exactly.
+    """
 
     name: str = "synthetic"
     reader: str = "fedcl.data.sources.synthetic:read"
     seed: int = 0  # root of all random streams (numpy default_rng([seed, ...]))
     n_shops: int = 5  # number of shops (clients); sizes are Zipf-like
-    n_users: int = 1500  # users in total, each in exactly one shop
+    n_users: int = 3000  # users in total, each in exactly one shop
     n_items: int = 600  # catalogue size shared by all shops
     n_categories: int = 12  # item categories ("cat_00", ...)
     n_periods: int = 8  # calendar months starting 2023-01-01
-    events_per_user_period: float = 4.0  # mean events of a joined user in a month
+    #: Mean events of a joined user in a month (a seasonal shopper: in its season).
+    events_per_user_period: float = 8.0
     season_length: int = 4  # seasonal categories recur with this period (in months)
     n_seasonal_categories: int = 4  # categories that are only popular in their season
-    seasonal_boost: float = 2.0  # logit bonus in season (and -boost/2 out of season)
+    seasonal_boost: float = 1.0  # logit bonus of a seasonal category in its season
+    offseason_penalty: float = 1.0  # logit malus of a seasonal category out of season
+    seasonal_users: float = 0.7  # share of users loyal to one seasonal category
+    seasonal_affinity: float = 3.0  # their logit bonus for items of that category
+    offseason_activity: float = 0.1  # their activity out of its season (x; 1 in season)
     new_items_per_period: float = 0.05  # fraction of the catalogue launched each month
     drift: float = 0.2  # AR(1) innovation weight of tastes per month (0 = static)
     regional_strength: float = 0.5  # share of taste variance common to a shop (0..1)
-    repeat_prob: float = 0.3  # probability an event re-buys an earlier-bought item
+    repeat_prob: float = 0.1  # probability an event re-buys an earlier-bought item
     dim: int = 8  # latent dimension of tastes and items
     shops: ShopsConfig = field(default_factory=lambda: ShopsConfig(min_users=20, min_events=50))
     windows: WindowsConfig = field(default_factory=lambda: WindowsConfig(period="month"))
@@ -75,11 +92,15 @@ def _check(cfg: SyntheticConfig) -> None:
         bad.append("n_items, n_categories, n_periods and dim must be >= 1")
     if not 0 <= cfg.n_seasonal_categories <= cfg.n_categories or cfg.season_length < 1:
         bad.append("need 0 <= n_seasonal_categories <= n_categories and season_length >= 1")
-    for name in ("repeat_prob", "regional_strength", "drift"):
+    for name in ("repeat_prob", "regional_strength", "drift", "seasonal_users"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             bad.append(f"{name} must lie in [0, 1]")
     if cfg.events_per_user_period < 0 or cfg.new_items_per_period < 0:
         bad.append("events_per_user_period and new_items_per_period must be >= 0")
+    if cfg.offseason_activity < 0:
+        bad.append("offseason_activity must be >= 0")
+    if cfg.seasonal_users > 0 and cfg.n_seasonal_categories == 0:
+        bad.append("seasonal_users > 0 needs n_seasonal_categories >= 1")
     if bad:
         raise DataError("synthetic config: " + "; ".join(bad))
 
@@ -111,6 +132,16 @@ def seasonal_phase(cfg: SyntheticConfig) -> np.ndarray:
     phase = np.full(cfg.n_categories, -1, dtype=np.int64)
     phase[seasonal] = np.arange(cfg.n_seasonal_categories) % cfg.season_length
     return phase
+
+
+def seasonal_shoppers(cfg: SyntheticConfig) -> np.ndarray:
+    """Per user (global index, users sorted by shop): its seasonal category, or ``-1``."""
+    rng = np.random.default_rng([cfg.seed, 5])
+    seasonal = np.flatnonzero(seasonal_phase(cfg) >= 0)
+    loyal = rng.random(cfg.n_users) < cfg.seasonal_users
+    if len(seasonal) == 0:
+        return np.full(cfg.n_users, -1, dtype=np.int64)
+    return np.where(loyal, seasonal[rng.integers(0, len(seasonal), cfg.n_users)], -1)
 
 
 def _sample_choices(
@@ -179,6 +210,20 @@ def read(cfg: SyntheticConfig) -> SourceFrame:
         0,
     )
 
+    # Seasonal shoppers: an extra latent dimension per seasonal category, so that the
+    # affinity is a (user x item) logit term that the chunked sampler computes for free.
+    fav = seasonal_shoppers(cfg)
+    seasonal = np.flatnonzero(phase >= 0)
+    slot = np.full(cfg.n_categories, -1, dtype=np.int64)
+    slot[seasonal] = np.arange(len(seasonal))
+    item_aff = np.zeros((n_items, len(seasonal)), dtype=np.float32)
+    is_seasonal = slot[category] >= 0
+    item_aff[np.flatnonzero(is_seasonal), slot[category][is_seasonal]] = 1.0
+    user_aff = np.zeros((cfg.n_users, len(seasonal)), dtype=np.float32)
+    loyal = np.flatnonzero(fav >= 0)
+    user_aff[loyal, slot[fav[loyal]]] = cfg.seasonal_affinity
+    item_vec = np.concatenate([item_vec, item_aff], axis=1)
+
     hist_user = np.empty(0, dtype=np.int64)  # past purchases, sorted by user
     hist_item = np.empty(0, dtype=np.int64)
     parts: list[tuple[np.ndarray, ...]] = []
@@ -197,12 +242,15 @@ def read(cfg: SyntheticConfig) -> SourceFrame:
         age = p - launch
         bias = (
             popularity
-            + cfg.seasonal_boost * (cat_in[category] - 0.5 * cat_off[category])
+            + cfg.seasonal_boost * cat_in[category]
+            - cfg.offseason_penalty * cat_off[category]
             + _NOVELTY * 0.5 ** np.maximum(age, 0)
         ).astype(np.float32)
         live = np.flatnonzero(age >= 0)  # launched items
 
-        counts = rp.poisson(cfg.events_per_user_period * activity * (join <= p))
+        away = (fav >= 0) & ~cat_in[np.maximum(fav, 0)]  # seasonal shoppers out of season
+        rate = activity * np.where(away, cfg.offseason_activity, 1.0)
+        counts = rp.poisson(cfg.events_per_user_period * rate * (join <= p))
         owner = np.repeat(np.arange(cfg.n_users), counts)  # sorted by user
         n = len(owner)
         t0 = (_START + p).astype("datetime64[ns]").astype(np.int64)
@@ -218,7 +266,7 @@ def read(cfg: SyntheticConfig) -> SourceFrame:
         item[rep] = hist_item[pick]
         item[rep[cat_off[category[item[rep]]]]] = -1  # no re-buys out of season
         new = item < 0
-        tf = taste.astype(np.float32)
+        tf = np.concatenate([taste.astype(np.float32), user_aff], axis=1)
         item[new] = live[_sample_choices(rc, tf, item_vec[live], bias[live], owner[new])]
         price = np.maximum(np.round(base_price[item] * noise, 2), 0.01)
         parts.append((owner, item, ts, qty, price))
