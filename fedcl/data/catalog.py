@@ -12,6 +12,13 @@ import pandas as pd
 
 from fedcl.data.schema import ITEM, ITEM_IDX, SHOP, USER, USER_IDX, WINDOW
 
+
+def items_known(catalog: pd.DataFrame, windows: pd.DataFrame, t: int) -> int:
+    """Catalogue size after window t's train part: the items first seen before its cut."""
+    seen = catalog["first_seen"].to_numpy() < windows["cut"].to_numpy()[t]
+    return int(seen.sum())
+
+
 #: Joins shop and user id into the text key of a user (see :func:`_user_indices`).
 _SEP = "\x1f"
 

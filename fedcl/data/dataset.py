@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fedcl.data.catalog import items_known
 from fedcl.data.interactions import Interactions
 from fedcl.data.schema import ITEM_IDX, SHOP, SPLIT, TIME, USER_IDX, WINDOW
 
@@ -36,8 +37,7 @@ class PreparedData:
 
     def n_items_known(self, t: int) -> int:
         """Catalogue size after window t's train part (items are indexed by first sight)."""
-        seen = self.catalog["first_seen"].to_numpy() < self.windows["cut"].to_numpy()[t]
-        return int(seen.sum())
+        return items_known(self.catalog, self.windows, t)
 
     def n_users_known(self, shop: str | None, t: int) -> int:
         """Users (of ``shop``, or of all shops pooled when None) seen before window t's cut."""

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedcl.data.catalog import items_known
 from fedcl.data.dataset import PreparedData
 from fedcl.data.schema import ITEM, ITEM_IDX, WINDOW, DataError
 
@@ -51,8 +52,7 @@ class Plan:
 
     def n_items_known(self, t: int) -> int:
         """Catalogue size after window t's train part (as :meth:`PreparedData.n_items_known`)."""
-        seen = self.catalog["first_seen"].to_numpy() < self.windows["cut"].to_numpy()[t]
-        return int(seen.sum())
+        return items_known(self.catalog, self.windows, t)
 
     def window_of(self, timestamps) -> np.ndarray:
         """Window of each timestamp: -1 before the first window, ``n_windows`` after the last

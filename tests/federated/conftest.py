@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 from fedcl.config import compose_config
 
@@ -16,3 +17,11 @@ def tiny_cfg(tmp_path, tiny_overrides):
         return cfg
 
     return make
+
+
+@pytest.fixture
+def server_identity():
+    """Messages are built as the ServerApp would build them (Flower reads its identity)."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.app import make_client_app
 from fedcl.errors import ConfigError
@@ -14,13 +13,7 @@ from fedcl.federated.records import ARRAYS, CONFIG, METRICS, Spec, reply_problem
 from fedcl.federated.server_loop import GlobalModel
 from fedcl.federated.shop import FINETUNE_CPU_S, FINETUNE_EXAMPLES, FINETUNE_S, shop_data
 
-
-@pytest.fixture(autouse=True)
-def _server_identity():
-    """Messages are built as the ServerApp would build them (Flower reads its identity)."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 def _context(partition: int) -> Context:

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.app import make_client_app
 from fedcl.data.plan import Plan, export_plan
@@ -287,13 +286,6 @@ def test_parquet_log_without_shop_column_rewritten_whole_with_appended_rows(worl
 
 
 # --- the ClientApp with node config {shop, events, plan, state-dir} -------------------------
-@pytest.fixture
-def _server_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
-
-
 def _context(node_config: dict) -> Context:
     return Context(run_id=1, node_id=11, node_config=node_config, state=RecordDict(), run_config={})
 
@@ -305,7 +297,7 @@ def _message(kind: str, arrays, window: int, n_items: int) -> Message:
     )
 
 
-@pytest.mark.usefixtures("_server_identity")
+@pytest.mark.usefixtures("server_identity")
 def test_client_app_on_its_own_log_replies_with_exactly_the_global_arrays(world):
     _write(world, world["lines"])
     cfg, n_items = world["cfg"], world["data"].n_items_known(0)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MessageType
 from flwr.serverapp.strategy import FedAdam, FedAvgM
-from flwr.supercore.task_identity import TaskIdentity
 from local_grid import LocalGrid
 
 from fedcl.errors import ConfigError
@@ -31,12 +30,7 @@ STEPS = ["baseline", "w0r1", "w0r2", "eval0", "w1r1", "w1r2", "eval1"]
 TIMINGS = ("round_s", "train_s", "train_cpu_s")  # measured times in the rounds log
 
 
-@pytest.fixture(autouse=True)
-def server_identity():
-    """Messages are built as the ServerApp would build them (Flower reads its identity)."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 class Crash(Exception):

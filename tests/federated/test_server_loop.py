@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 from local_grid import LocalGrid
 
 from fedcl.federated.server_loop import NotEnoughShops, run_federated
 
-
-@pytest.fixture(autouse=True)
-def _server_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 class ShrinkingGrid(LocalGrid):
