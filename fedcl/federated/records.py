@@ -76,20 +76,30 @@ def reply_problem(content, spec: Spec, max_examples: float) -> str | None:
     return None
 
 
+def reply_node(msg: Message, sent: list[Message]) -> int:
+    """The node a reply answers for: the destination of the message it replies to (an error
+    reply for a dead node comes from the SuperLink, not from the node), else its sender."""
+    for out in sent:
+        if out.metadata.message_id and out.metadata.message_id == msg.metadata.reply_to_message_id:
+            return out.metadata.dst_node_id
+    return msg.metadata.src_node_id
+
+
 def valid_replies(
-    replies: list[Message], spec: Spec, max_examples: float
+    replies: list[Message], spec: Spec, max_examples: float, sent: list[Message] = ()
 ) -> tuple[list[Message], list[tuple[int, str]]]:
-    """Split train replies into those fit to aggregate and (node id, reason) rejections."""
+    """Split train replies to the messages ``sent`` into those fit to aggregate and
+    (node id, reason) rejections."""
     good, rejected = [], []
     for msg in replies:
         if msg.has_error():
-            rejected.append((msg.metadata.src_node_id, f"error reply: {msg.error.reason}"))
+            rejected.append((reply_node(msg, sent), f"error reply: {msg.error.reason}"))
             continue
         problem = reply_problem(msg.content, spec, max_examples)
         if problem is None:
             good.append(msg)
         else:
-            rejected.append((msg.metadata.src_node_id, problem))
+            rejected.append((reply_node(msg, sent), problem))
     for node, why in rejected:
         log.warning("rejected reply from node %s: %s", node, why)
     return good, rejected

@@ -33,6 +33,7 @@ from fedcl.federated.records import (
     Spec,
     from_record,
     record_bytes,
+    reply_node,
     to_record,
     valid_replies,
 )  # fmt: skip
@@ -199,7 +200,7 @@ def train_round(
     wait_for_shops(grid, need, fed.wait_timeout_s, "strategy.min_train_nodes")
     messages = list(strategy.configure_train(server_round, arrays, conf, grid))
     replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout_s))
-    good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples)
+    good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples, messages)
     down = record_bytes(arrays) * len(messages)
     up = sum(record_bytes(m.content.array_records[ARRAYS]) for m in good)
     replies_m = [m.content.metric_records[METRICS] for m in good]
@@ -250,9 +251,8 @@ def evaluate_all(grid: Grid, arrays, window: int, n_items: int, cfg: Any, out: d
     tuned = {"examples": 0, "train_s": 0.0, "train_cpu_s": 0.0, "shops": 0}
     for msg in replies:
         if msg.has_error():
-            log.warning(
-                "evaluation failed at node %s: %s", msg.metadata.src_node_id, msg.error.reason
-            )
+            node = reply_node(msg, messages)
+            log.warning("evaluation failed at node %s: %s", node, msg.error.reason)
             continue
         shop = str(msg.content.config_records["shop"]["shop"])
         metrics = dict(msg.content.metric_records[METRICS])

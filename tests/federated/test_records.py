@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
-from fedcl.federated.records import ARRAYS, METRICS, Spec, reply_problem, to_record
+from fedcl.federated.records import ARRAYS, METRICS, Spec, reply_problem, to_record, valid_replies
 
 SPEC_RECORD = ArrayRecord(
     {
@@ -60,3 +61,22 @@ def test_to_record_roundtrip_is_exact():
     back = to_record(state).to_torch_state_dict()
 
     assert all(torch.equal(state[k], back[k]) for k in state)
+
+
+def test_an_error_reply_is_charged_to_the_node_it_answers_for():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    try:
+        sent = [
+            Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+            for node in (11, 12)
+        ]
+        for i, m in enumerate(sent):
+            m.metadata.__dict__["_message_id"] = f"m{i}"  # set by the grid when pushed
+        # A dead node's error reply comes from the SuperLink (node 1), not from the node.
+        reply = Message(Error(code=0, reason="Node Unavailable"), reply_to=sent[1])
+        reply.metadata.__dict__["_src_node_id"] = 1
+        _, rejected = valid_replies([reply], Spec({}, {}), 1e8, sent)
+    finally:
+        TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+    assert rejected == [(12, "error reply: Node Unavailable")]
