@@ -570,6 +570,8 @@ def test_shop_killed_mid_round_rejoins_from_its_state(link, scenario):
     assert (killed["shops"], killed["ok"], killed["rejected"]) == ("3", "2", "1"), killed
     why = [r["why"] for r in doc["rejected_replies"]]
     assert len(why) == 1 and "Node Unavailable" in why[0], doc["rejected_replies"]
+    # ... and charged to the dead shop's node, not to the SuperLink (node 1) that sent it.
+    assert doc["rejected_replies"][0]["node"] != 1, doc["rejected_replies"]
     assert by_step[(0, 1)]["ok"] == "3"
     # Every other round trained with every shop online; the victim rejoined for at least
     # one (window 1's first round trains with 2 if it was not back yet).
