@@ -81,6 +81,7 @@ class ShopAgent:
     ):
         self.cfg, self.shop, self.device = cfg, shop, device
         self.store = ShopStateStore(Path(state_dir) / _safe(shop))
+        self._loaded: dict | None = None  # state read by _open_window, for _learner to reuse
         if isinstance(data, EventLog):
             data = ingest_log(shop, data, self.store.dir / "ingest", self._open_window())
         self.data = data if data is not None else shop_data(cfg)
@@ -91,7 +92,7 @@ class ShopAgent:
 
     def _open_window(self) -> int:
         """The first window the saved learner has not entered (its watermark + 1)."""
-        saved = self.store.load()
+        self._loaded = saved = self.store.load() or {}
         return int(saved["learner"]["window"]) + 1 if saved else 0
 
     # --- state ------------------------------------------------------------------------
@@ -101,7 +102,9 @@ class ShopAgent:
         learner = UnitLearner(
             self.shop, self.data, cfg.model, cfg.continual, self.device, self.seed
         )
-        saved = self.store.load() or {}
+        # Read (and checksum) the state once per message: reuse what _open_window read.
+        saved = self._loaded if self._loaded is not None else (self.store.load() or {})
+        self._loaded = None
         if saved:
             learner.load_state_dict(saved["learner"])
         learner.model.grow(learner.model.n_users, max(n_items, learner.model.n_items))
