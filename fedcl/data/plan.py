@@ -7,7 +7,7 @@ Products are public, customers' events are not. The operator publishes a plan di
     plan.json         format, member shops, counts
 
 so that a shop can turn its own event log into windows and catalogue indices
-(:mod:`fedcl.federated.ingest`) and the server can size the model and schedule the windows
+(:mod:`fedcl.shop.ingest`) and the server can size the model and schedule the windows
 (``federated.plan_dir``) without reading anyone's events. ``python -m fedcl.plan`` writes
 one from a prepared dataset.
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from hydra.utils import get_method
 
 from fedcl.data.catalog import index_events
 from fedcl.data.config import DataConfig
 from fedcl.data.dataset import PreparedData
+from fedcl.data.quarantine import all_quarantined_error, write_quarantine
 from fedcl.data.schema import REASON, ROW, SHOP, SPLIT, USER, WINDOW, SourceFrame
 from fedcl.data.shops import partition_shops
 from fedcl.data.validate import validate
@@ -32,26 +35,28 @@ log = logging.getLogger(__name__)
 PIPELINE_VERSION = "1"
 
 
-def _reader_module(cfg: DataConfig):
-    module, _, func = cfg.reader.partition(":")
-    if not module or not func:
+def source_reader(cfg: DataConfig) -> Callable[[DataConfig], SourceFrame]:
+    """The source's read function, named by ``cfg._target_`` (a dotted path)."""
+    try:
+        return get_method(cfg._target_)
+    except (ImportError, ValueError) as exc:  # not importable / not callable
+        detail = " ".join(str(exc).split())
         raise ConfigError(
-            f"data.reader must look like 'package.module:function', got {cfg.reader!r}"
-        )
-    return importlib.import_module(module), func
+            f"data._target_ must name a source's read function, e.g. "
+            f"'fedcl.data.sources.csv.read'; {cfg._target_!r} cannot be used: {detail}"
+        ) from exc
 
 
 def load_source(cfg: DataConfig) -> SourceFrame:
-    """Run the source's reader (``cfg.reader``) on its input."""
-    module, func = _reader_module(cfg)
-    return getattr(module, func)(cfg)
+    """Run the source's reader (``cfg._target_``) on its input."""
+    return source_reader(cfg)(cfg)
 
 
 def input_path(cfg: DataConfig) -> Path | None:
     """The file a source reads: ``cfg.path`` or the source module's ``default_path()``."""
     if cfg.path:
         return Path(cfg.path)
-    module, _ = _reader_module(cfg)
+    module = sys.modules[source_reader(cfg).__module__]
     default = getattr(module, "default_path", None)
     return Path(default()) if default else None
 
@@ -79,8 +84,17 @@ class _Steps:
         log.info("%-28s %6.2f s", what, time.perf_counter() - self.t0)
 
 
-def prepare(cfg: DataConfig) -> tuple[PreparedData, pd.DataFrame]:
-    """Prepare a dataset from a source config; returns (prepared data, quarantine table)."""
+def prepare(
+    cfg: DataConfig, *, quarantine_dir: str | Path | None = None
+) -> tuple[PreparedData, pd.DataFrame]:
+    """Prepare a dataset from a source config; returns (prepared data, quarantine table).
+
+    Raises:
+        DataError: every row was quarantined; the quarantine table is first written to
+            ``quarantine_dir/quarantine.parquet`` (default: the cache directory's
+            ``quarantine/<source>.parquet``) and the message names it, the reasons that
+            took the rows and the likely fix.
+    """
     steps = _Steps()
     src = load_source(cfg)
     steps.done(f"read {src.source} ({src.rows_in} rows)")
@@ -95,6 +109,12 @@ def prepare(cfg: DataConfig) -> tuple[PreparedData, pd.DataFrame]:
             dropped.insert(0, REASON, parts.dropped[REASON].to_numpy())
             dropped.insert(0, ROW, parts.dropped[ROW].to_numpy())
         quarantine = pd.concat([quarantine, dropped.astype({ROW: "int64"})], ignore_index=True)
+    if len(parts.kept) == 0:
+        if quarantine_dir is not None:
+            where = Path(quarantine_dir) / "quarantine.parquet"
+        else:
+            where = cache_dir() / "quarantine" / f"{cfg.name}.parquet"
+        raise all_quarantined_error(quarantine, src.rows_in, write_quarantine(quarantine, where))
     kept = parts.kept.sort_values(["timestamp", ROW], kind="stable").reset_index(drop=True)
     bounds = window_bounds(kept["timestamp"], cfg.windows)
     kept = assign_windows(kept, bounds)

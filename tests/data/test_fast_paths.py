@@ -18,13 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fedcl.data.sources.fileio as fileio
+import fedcl.data.sources.csv_arrow as csv_arrow
 import fedcl.data.validate as validate_mod
 from fedcl.data.catalog import _user_indices, index_events
 from fedcl.data.config import ShopsConfig, ValidationConfig
-from fedcl.data.schema import ITEM, REASON, ROW, SHOP, TIME, USER, SourceFrame
+from fedcl.data.schema import ITEM, REASON, ROW, SHOP, TIME, USER, DataError, SourceFrame
 from fedcl.data.sources import online_retail
-from fedcl.data.sources.fileio import Distinct, map_distinct, read_head
+from fedcl.data.sources.csv_sniff import read_head
+from fedcl.data.sources.interning import Distinct, map_distinct
+from fedcl.data.sources.table_files import read_csv_pandas
 from fedcl.data.validate import _blank, duplicated, take_rows, validate
 
 # --- the Arrow CSV reader ---------------------------------------------------------------
@@ -65,10 +67,10 @@ AWKWARD_CSV = {
 
 
 def _both(path, sep=","):
-    fast = fileio._read_csv_arrow(path, sep=sep, head=read_head(path))
+    fast = csv_arrow.read_csv_arrow(path, sep=sep, head=read_head(path))
     try:
-        slow = fileio._read_csv(path, layout="L", sep=sep, header=0, names=None, dtype=str)
-    except fileio.DataError as exc:
+        slow = read_csv_pandas(path, layout="L", sep=sep, header=0, names=None, dtype=str)
+    except DataError as exc:
         slow = exc
     return fast, slow
 
@@ -96,12 +98,12 @@ def test_arrow_reader_leaves_what_it_cannot_promise_to_pandas(write_text, name):
     path = write_text(
         name + ".csv", AWKWARD_CSV[name], encoding="latin-1" if name == "latin1" else "utf-8"
     )
-    assert fileio._read_csv_arrow(path, sep=",", head=read_head(path)) is None
+    assert csv_arrow.read_csv_arrow(path, sep=",", head=read_head(path)) is None
 
 
 def test_arrow_reader_is_used_for_plain_files(write_text):
     path = write_text("x.csv.gz", "a,b\n1,2\n")
-    fast = fileio._read_csv_arrow(path, sep=",", head=read_head(path))
+    fast = csv_arrow.read_csv_arrow(path, sep=",", head=read_head(path))
     assert fast is not None and fast["a"].tolist() == ["1"]
 
 
@@ -124,8 +126,8 @@ def _random_csv(rng: random.Random, sep: str) -> str:
 @pytest.mark.parametrize("sep", [",", ";", "\t"])
 def test_arrow_reader_on_generated_files(tmp_path, monkeypatch, block, tail, sep):
     # Tiny blocks and tail put block edges and the tail limit everywhere.
-    monkeypatch.setattr(fileio, "ARROW_BLOCK_SIZE", block)
-    monkeypatch.setattr(fileio, "_TAIL_BYTES", tail)
+    monkeypatch.setattr(csv_arrow, "ARROW_BLOCK_SIZE", block)
+    monkeypatch.setattr(csv_arrow, "_TAIL_BYTES", tail)
     rng = random.Random(f"{block}-{tail}-{sep!r}")
     for i in range(150):
         text = _random_csv(rng, sep)
@@ -135,10 +137,10 @@ def test_arrow_reader_on_generated_files(tmp_path, monkeypatch, block, tail, sep
         # Only the header in the sniffed head: carriage returns further on are found
         # while reading.
         first = data.split(b"\n")[0].rstrip(b"\r") + b"\n"
-        fast = fileio._read_csv_arrow(path, sep=sep, head=first)
+        fast = csv_arrow.read_csv_arrow(path, sep=sep, head=first)
         try:
-            slow = fileio._read_csv(path, layout="L", sep=sep, header=0, names=None, dtype=str)
-        except fileio.DataError as exc:
+            slow = read_csv_pandas(path, layout="L", sep=sep, header=0, names=None, dtype=str)
+        except DataError as exc:
             slow = exc
         _assert_same_or_fallback(fast, slow, text)
 
@@ -430,7 +432,7 @@ def test_online_retail_mapping_equals_the_plain_one(tmp_path):
 @pytest.mark.slow
 def test_shipped_file_reads_the_same_with_either_reader():
     path = online_retail.default_path()
-    fast = fileio._read_csv_arrow(path, sep=",", head=read_head(path))
+    fast = csv_arrow.read_csv_arrow(path, sep=",", head=read_head(path))
     assert fast is not None
-    slow = fileio._read_csv(path, layout="L", sep=",", header=0, names=None, dtype=str)
+    slow = read_csv_pandas(path, layout="L", sep=",", header=0, names=None, dtype=str)
     pd.testing.assert_frame_equal(fast, slow, check_exact=True)

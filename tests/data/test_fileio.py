@@ -12,13 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedcl.data.schema import DataError
-from fedcl.data.sources.fileio import (
-    clean_strings,
-    guess_epoch_unit,
-    parse_timestamps,
-    read_table,
-    sha256_file,
-)
+from fedcl.data.sources.interning import clean_strings
+from fedcl.data.sources.table_files import read_table, sha256_file
+from fedcl.data.sources.timestamps import guess_epoch_unit, parse_timestamps
 
 LAYOUT = "test CSV with columns user_id,item_id,timestamp"
 REQ = ["user_id", "item_id", "timestamp"]

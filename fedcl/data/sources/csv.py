@@ -16,7 +16,9 @@ import pandas as pd
 
 from fedcl.data.config import DataConfig
 from fedcl.data.schema import ITEM, REASON, ROW, SHOP, TIME, USER, DataError, SourceFrame
-from fedcl.data.sources.fileio import EPOCH_UNITS, clean_strings, parse_timestamps, read_table
+from fedcl.data.sources.interning import clean_strings
+from fedcl.data.sources.table_files import read_table
+from fedcl.data.sources.timestamps import EPOCH_UNITS, parse_timestamps
 
 #: Optional schema column -> config field naming its input column.
 OPTIONAL_FIELDS = {
@@ -31,7 +33,7 @@ NUMERIC = ("quantity", "price")
 @dataclass
 class CsvConfig(DataConfig):
     name: str = "csv"
-    reader: str = "fedcl.data.sources.csv:read"
+    _target_: str = "fedcl.data.sources.csv.read"
     user_col: str = "user_id"
     item_col: str = "item_id"
     time_col: str = "timestamp"
@@ -49,6 +51,10 @@ class CsvConfig(DataConfig):
     time_unit: str | None = None
     #: Field delimiter of a CSV (ignored for Parquet); ``"\\t"`` means tab.
     sep: str = ","
+
+
+#: This source's config schema (conf/data/csv.yaml: ``_target_`` is :func:`read`).
+SCHEMA = CsvConfig
 
 
 def _column_map(cfg: CsvConfig) -> dict[str, str]:

@@ -25,13 +25,10 @@ import pandas as pd
 
 from fedcl.data.config import DataConfig
 from fedcl.data.schema import ITEM, REASON, ROW, SHOP, TIME, USER, DataError, SourceFrame
-from fedcl.data.sources.fileio import (
-    PARQUET_SUFFIXES,
-    clean_strings,
-    parse_timestamps,
-    read_head,
-    read_table,
-)
+from fedcl.data.sources.csv_sniff import read_head
+from fedcl.data.sources.interning import clean_strings
+from fedcl.data.sources.table_files import PARQUET_SUFFIXES, read_table
+from fedcl.data.sources.timestamps import parse_timestamps
 
 LAYOUTS = ("auto", "u.data", "ratings.csv")
 UDATA_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
@@ -52,7 +49,7 @@ SHOP_MAP_LAYOUT = "shop map CSV with header user_id,shop (one row per user)"
 @dataclass
 class MovieLensConfig(DataConfig):
     name: str = "movielens"
-    reader: str = "fedcl.data.sources.movielens:read"
+    _target_: str = "fedcl.data.sources.movielens.read"
     #: "u.data" | "ratings.csv" | "auto" (decided by the file's first line, then its name).
     layout: str = "auto"
     #: Ratings below this are quarantined as ``below_threshold``; ``None`` keeps all.
@@ -61,6 +58,10 @@ class MovieLensConfig(DataConfig):
     shop_map_path: str | None = None
     #: Shop of every user when no ``shop_map_path`` is given.
     default_shop: str = "all"
+
+
+#: This source's config schema (conf/data/movielens.yaml: ``_target_`` is :func:`read`).
+SCHEMA = MovieLensConfig
 
 
 def detect_layout(path: str | Path) -> str:

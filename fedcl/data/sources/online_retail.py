@@ -21,7 +21,8 @@ from pandas.arrays import ArrowStringArray
 
 from fedcl.data.config import DataConfig
 from fedcl.data.schema import ITEM, REASON, ROW, SHOP, TIME, USER, SourceFrame
-from fedcl.data.sources.fileio import Distinct, constant_text, map_distinct, read_table
+from fedcl.data.sources.interning import Distinct, constant_text, map_distinct
+from fedcl.data.sources.table_files import read_table
 
 COLUMNS = [
     "InvoiceNo", "StockCode", "Description", "Quantity",
@@ -38,7 +39,7 @@ def default_path() -> Path:
 @dataclass
 class OnlineRetailConfig(DataConfig):
     name: str = "online_retail"
-    reader: str = "fedcl.data.sources.online_retail:read"
+    _target_: str = "fedcl.data.sources.online_retail.read"
     #: Stock codes that are not products (postage, discounts, fees, samples, manual lines).
     non_product_codes: list[str] = field(
         default_factory=lambda: [
@@ -60,6 +61,10 @@ class OnlineRetailConfig(DataConfig):
     non_product_prefixes: list[str] = field(default_factory=lambda: ["gift_"])
     #: strftime format of InvoiceDate; the spreadsheet export uses "%m/%d/%Y %H:%M".
     time_format: str | None = None
+
+
+#: This source's config schema (conf/data/online_retail.yaml: ``_target_`` is :func:`read`).
+SCHEMA = OnlineRetailConfig
 
 
 #: Reasons the source gives, by code (0: none).

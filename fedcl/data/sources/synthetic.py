@@ -37,6 +37,7 @@ import pandas as pd
 
 from fedcl.data.config import DataConfig, ShopsConfig, WindowsConfig
 from fedcl.data.schema import ITEM, REASON, ROW, SHOP, TIME, USER, DataError, SourceFrame
+from fedcl.data.sources.softmax_sampling import sample_softmax
 
 _START = np.datetime64("2023-01", "M")  # first period (calendar month)
 _NOVELTY = 1.0  # logit boost of an item in its launch period, halving every period after
@@ -44,7 +45,6 @@ _MIN_SHOP_USERS = 40  # every shop gets at least this many users (when n_users a
 _LATE_JOIN = 0.25  # fraction of users whose first active period is after the first
 _POP_STD = 0.7  # std of item log-popularity
 _CAT_W = 0.6  # weight of the category offset in item vectors
-_CHUNK = 1 << 22  # max (users x items) logits held at once while sampling
 
 
 @dataclass
@@ -59,7 +59,7 @@ class SyntheticConfig(DataConfig):
     """
 
     name: str = "synthetic"
-    reader: str = "fedcl.data.sources.synthetic:read"
+    _target_: str = "fedcl.data.sources.synthetic.read"
     seed: int = 0  # root of all random streams (numpy default_rng([seed, ...]))
     n_shops: int = 5  # number of shops (clients); sizes are Zipf-like
     n_users: int = 3000  # users in total, each in exactly one shop
@@ -83,8 +83,17 @@ class SyntheticConfig(DataConfig):
     shops: ShopsConfig = field(default_factory=lambda: ShopsConfig(min_users=20, min_events=50))
     windows: WindowsConfig = field(default_factory=lambda: WindowsConfig(period="month"))
 
+    def check(self, key: str = "data") -> None:
+        """The shared data checks, then the generator's own."""
+        super().check(key)
+        _check(self, key)
 
-def _check(cfg: SyntheticConfig) -> None:
+
+#: This source's config schema (conf/data/synthetic.yaml: ``_target_`` is :func:`read`).
+SCHEMA = SyntheticConfig
+
+
+def _check(cfg: SyntheticConfig, key: str = "data") -> None:
     bad = []
     if cfg.n_shops < 1 or cfg.n_users < cfg.n_shops:
         bad.append("need 1 <= n_shops <= n_users")
@@ -102,7 +111,7 @@ def _check(cfg: SyntheticConfig) -> None:
     if cfg.seasonal_users > 0 and cfg.n_seasonal_categories == 0:
         bad.append("seasonal_users > 0 needs n_seasonal_categories >= 1")
     if bad:
-        raise DataError("synthetic config: " + "; ".join(bad))
+        raise DataError(f"{key} (synthetic config): " + "; ".join(bad))
 
 
 def shop_sizes(n_users: int, n_shops: int) -> np.ndarray:
@@ -144,45 +153,86 @@ def seasonal_shoppers(cfg: SyntheticConfig) -> np.ndarray:
     return np.where(loyal, seasonal[rng.integers(0, len(seasonal), cfg.n_users)], -1)
 
 
-def _sample_choices(
-    rng: np.random.Generator,
-    taste: np.ndarray,
-    items: np.ndarray,
-    bias: np.ndarray,
-    owner: np.ndarray,
-) -> np.ndarray:
-    """One item per event: event ``e`` draws from ``softmax(taste[owner[e]] @ items.T + bias)``.
+@dataclass
+class _Catalogue:
+    """The items: what they are, what they cost, when they launch, when they sell."""
 
-    ``owner`` must be sorted; users are processed in chunks of ``_CHUNK // n_items``.
-    """
-    n_items = items.shape[0]
-    users, first, counts = np.unique(owner, return_index=True, return_counts=True)
-    out = np.empty(len(owner), dtype=np.int64)
-    step = max(1, _CHUNK // n_items)
-    u = rng.random(len(owner))
-    for lo in range(0, len(users), step):
-        hi = min(lo + step, len(users))
-        logits = taste[users[lo:hi]] @ items.T + bias  # (chunk, n_items) float32
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        cum = np.cumsum(logits, axis=1, dtype=np.float64)
-        cum /= cum[:, -1:]
-        cum += np.arange(hi - lo)[:, None]  # row r lives in (r, r + 1]: one flat search
-        ev = slice(first[lo], first[hi - 1] + counts[hi - 1])
-        row = np.repeat(np.arange(hi - lo), counts[lo:hi])
-        x = row + np.minimum(u[ev], 1.0 - 1e-9)
-        idx = np.searchsorted(cum.ravel(), x, side="right") - row * n_items
-        out[ev] = np.minimum(idx, n_items - 1)
-    return out
+    category: np.ndarray  # (n_items,) category index
+    vec: np.ndarray  # (n_items, dim + n_seasonal) float32: latent vector | seasonal slot
+    popularity: np.ndarray  # (n_items,) log-popularity
+    base_price: np.ndarray  # (n_items,)
+    launch: np.ndarray  # (n_items,) launch period
+    phase: np.ndarray  # (n_categories,) see seasonal_phase
+
+
+@dataclass
+class _Customers:
+    """The users, sorted by shop; ``taste`` drifts month by month."""
+
+    sizes: np.ndarray  # (n_shops,) users per shop
+    shop: np.ndarray  # (n_users,) shop index
+    local: np.ndarray  # (n_users,) index within the shop
+    taste: np.ndarray  # (n_users, dim)
+    activity: np.ndarray  # (n_users,) multiplier of events_per_user_period
+    join: np.ndarray  # (n_users,) first active period
+    fav: np.ndarray  # (n_users,) seasonal category of a seasonal shopper, else -1
+    affinity: np.ndarray  # (n_users, n_seasonal) float32: seasonal_affinity in fav's slot
+
+
+@dataclass
+class _Month:
+    """What period ``p`` looks like: the categories in and out of season, item logits."""
+
+    cat_in: np.ndarray  # (n_categories,) bool: in season
+    cat_off: np.ndarray  # (n_categories,) bool: seasonal and out of season
+    bias: np.ndarray  # (n_items,) float32 logit offset (popularity, season, novelty)
+    live: np.ndarray  # indices of the launched items
+
+
+class _History:
+    """Past purchases (user, item), kept sorted by user (stable: in order of purchase)."""
+
+    def __init__(self) -> None:
+        self.user = np.empty(0, dtype=np.int64)
+        self.item = np.empty(0, dtype=np.int64)
+
+    def add(self, owner: np.ndarray, item: np.ndarray) -> None:
+        order = np.argsort(np.concatenate([self.user, owner]), kind="stable")
+        self.user = np.concatenate([self.user, owner])[order]
+        self.item = np.concatenate([self.item, item])[order]
 
 
 def read(cfg: SyntheticConfig) -> SourceFrame:
     """Generate the synthetic purchase stream described in the module docstring."""
     _check(cfg)
-    rng = np.random.default_rng([cfg.seed, 0])  # catalogue and users
-    n_items, n_periods, dim = cfg.n_items, cfg.n_periods, cfg.dim
+    # One stream for the catalogue and the users, drawn in this order: items, then users.
+    rng = np.random.default_rng([cfg.seed, 0])
+    catalogue = _catalogue(cfg, rng)
+    customers = _customers(cfg, rng)
+    _add_seasonal_slots(cfg, catalogue, customers)
+    history = _History()
+    parts: list[tuple[np.ndarray, ...]] = []
+    for p in range(cfg.n_periods):
+        # Separate streams per month: who buys when (rp) and what (rc), so that a knob
+        # sweep (seasonal_boost, repeat_prob, ...) keeps users, activity and timestamps.
+        rp = np.random.default_rng([cfg.seed, 1, p])
+        rc = np.random.default_rng([cfg.seed, 2, p])
+        if p > 0:
+            _drift(cfg, customers, rp)
+        month = _month(cfg, catalogue, p)
+        owner, ts, qty, noise = _month_events(cfg, customers, month, p, rp)
+        item = _choose_items(cfg, catalogue, customers, month, history, owner, rc)
+        price = np.maximum(np.round(catalogue.base_price[item] * noise, 2), 0.01)
+        parts.append((owner, item, ts, qty, price))
+        history.add(owner, item)
+    frame = _events_table(cfg, catalogue, customers, parts)
+    return SourceFrame(frame=frame, raw=pd.DataFrame(index=frame.index), source=cfg.name)
 
-    # Catalogue.
+
+def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> _Catalogue:
+    """Items: categories, latent vectors, popularity and prices (from ``rng``), launches
+    and seasons (their own streams)."""
+    n_items, dim = cfg.n_items, cfg.dim
     category = rng.permutation(np.arange(n_items) % cfg.n_categories)
     cat_vec = rng.normal(size=(cfg.n_categories, dim))
     item_vec = (_CAT_W * cat_vec[category] + 0.7 * rng.normal(size=(n_items, dim))).astype(
@@ -191,117 +241,165 @@ def read(cfg: SyntheticConfig) -> SourceFrame:
     popularity = rng.normal(0.0, _POP_STD, size=n_items)
     cat_price = rng.lognormal(1.5, 0.7, size=cfg.n_categories)
     base_price = cat_price[category] * rng.lognormal(0.0, 0.4, size=n_items)
-    launch = item_launch(cfg)
-    phase = seasonal_phase(cfg)
+    return _Catalogue(
+        category=category,
+        vec=item_vec,
+        popularity=popularity,
+        base_price=base_price,
+        launch=item_launch(cfg),
+        phase=seasonal_phase(cfg),
+    )
 
-    # Users and shops (users sorted by shop; ids local to a shop).
+
+def _customers(cfg: SyntheticConfig, rng: np.random.Generator) -> _Customers:
+    """Users and their shops (users sorted by shop; ids local to a shop), tastes,
+    activity and first active period (from ``rng``), seasonal loyalty (its own stream)."""
     sizes = shop_sizes(cfg.n_users, cfg.n_shops)
     user_shop = np.repeat(np.arange(cfg.n_shops), sizes)
     local = np.arange(cfg.n_users) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     r = cfg.regional_strength
-    scale = 1.5 / np.sqrt(dim)
-    shop_mean = rng.normal(size=(cfg.n_shops, dim))
-    own = rng.normal(size=(cfg.n_users, dim))
-    taste = scale * (np.sqrt(r) * shop_mean[user_shop] + np.sqrt(1 - r) * own)
+    shop_mean = rng.normal(size=(cfg.n_shops, cfg.dim))
+    own = rng.normal(size=(cfg.n_users, cfg.dim))
+    taste = _taste_scale(cfg) * (np.sqrt(r) * shop_mean[user_shop] + np.sqrt(1 - r) * own)
     activity = rng.gamma(1.5, 1 / 1.5, size=cfg.n_users)
-    join = np.where(
-        rng.random(cfg.n_users) < _LATE_JOIN,
-        rng.integers(1, max(n_periods, 2), size=cfg.n_users),
-        0,
+    late = rng.random(cfg.n_users) < _LATE_JOIN
+    join = np.where(late, rng.integers(1, max(cfg.n_periods, 2), size=cfg.n_users), 0)
+    return _Customers(
+        sizes=sizes,
+        shop=user_shop,
+        local=local,
+        taste=taste,
+        activity=activity,
+        join=join,
+        fav=seasonal_shoppers(cfg),
+        affinity=np.zeros((cfg.n_users, 0), dtype=np.float32),
     )
 
-    # Seasonal shoppers: an extra latent dimension per seasonal category, so that the
-    # affinity is a (user x item) logit term that the chunked sampler computes for free.
-    fav = seasonal_shoppers(cfg)
-    seasonal = np.flatnonzero(phase >= 0)
+
+def _taste_scale(cfg: SyntheticConfig) -> float:
+    return 1.5 / np.sqrt(cfg.dim)
+
+
+def _add_seasonal_slots(cfg: SyntheticConfig, catalogue: _Catalogue, users: _Customers) -> None:
+    """Seasonal shoppers: an extra latent dimension per seasonal category, so that the
+    affinity is a (user x item) logit term that the chunked sampler computes for free."""
+    category = catalogue.category
+    seasonal = np.flatnonzero(catalogue.phase >= 0)
     slot = np.full(cfg.n_categories, -1, dtype=np.int64)
     slot[seasonal] = np.arange(len(seasonal))
-    item_aff = np.zeros((n_items, len(seasonal)), dtype=np.float32)
+    item_aff = np.zeros((cfg.n_items, len(seasonal)), dtype=np.float32)
     is_seasonal = slot[category] >= 0
     item_aff[np.flatnonzero(is_seasonal), slot[category][is_seasonal]] = 1.0
     user_aff = np.zeros((cfg.n_users, len(seasonal)), dtype=np.float32)
-    loyal = np.flatnonzero(fav >= 0)
-    user_aff[loyal, slot[fav[loyal]]] = cfg.seasonal_affinity
-    item_vec = np.concatenate([item_vec, item_aff], axis=1)
+    loyal = np.flatnonzero(users.fav >= 0)
+    user_aff[loyal, slot[users.fav[loyal]]] = cfg.seasonal_affinity
+    catalogue.vec = np.concatenate([catalogue.vec, item_aff], axis=1)
+    users.affinity = user_aff
 
-    hist_user = np.empty(0, dtype=np.int64)  # past purchases, sorted by user
-    hist_item = np.empty(0, dtype=np.int64)
-    parts: list[tuple[np.ndarray, ...]] = []
-    for p in range(n_periods):
-        # Separate streams per month: who buys when (rp) and what (rc), so that a knob
-        # sweep (seasonal_boost, repeat_prob, ...) keeps users, activity and timestamps.
-        rp = np.random.default_rng([cfg.seed, 1, p])
-        rc = np.random.default_rng([cfg.seed, 2, p])
-        if p > 0:  # AR(1) drift: shop-shared + individual innovation
-            shared = rp.normal(size=(cfg.n_shops, dim))[user_shop]
-            own = rp.normal(size=(cfg.n_users, dim))
-            innov = scale * (np.sqrt(r) * shared + np.sqrt(1 - r) * own)
-            taste = np.sqrt(1 - cfg.drift**2) * taste + cfg.drift * innov
-        cat_in = phase == p % cfg.season_length
-        cat_off = (phase >= 0) & ~cat_in
-        age = p - launch
-        bias = (
-            popularity
-            + cfg.seasonal_boost * cat_in[category]
-            - cfg.offseason_penalty * cat_off[category]
-            + _NOVELTY * 0.5 ** np.maximum(age, 0)
-        ).astype(np.float32)
-        live = np.flatnonzero(age >= 0)  # launched items
 
-        away = (fav >= 0) & ~cat_in[np.maximum(fav, 0)]  # seasonal shoppers out of season
-        rate = activity * np.where(away, cfg.offseason_activity, 1.0)
-        counts = rp.poisson(cfg.events_per_user_period * rate * (join <= p))
-        owner = np.repeat(np.arange(cfg.n_users), counts)  # sorted by user
-        n = len(owner)
-        t0 = (_START + p).astype("datetime64[ns]").astype(np.int64)
-        t1 = (_START + p + 1).astype("datetime64[ns]").astype(np.int64)
-        ts = t0 + (rp.random(n) * (t1 - t0)).astype(np.int64)
-        qty = rp.geometric(0.6, size=n)
-        noise = rp.lognormal(0, 0.03, size=n)
-        item = np.full(n, -1, dtype=np.int64)
-        hist_n = np.bincount(hist_user, minlength=cfg.n_users)
-        hist_start = np.cumsum(hist_n) - hist_n
-        rep = np.flatnonzero((rc.random(n) < cfg.repeat_prob) & (hist_n[owner] > 0))
-        pick = hist_start[owner[rep]] + (rc.random(len(rep)) * hist_n[owner[rep]]).astype(int)
-        item[rep] = hist_item[pick]
-        item[rep[cat_off[category[item[rep]]]]] = -1  # no re-buys out of season
-        new = item < 0
-        tf = np.concatenate([taste.astype(np.float32), user_aff], axis=1)
-        item[new] = live[_sample_choices(rc, tf, item_vec[live], bias[live], owner[new])]
-        price = np.maximum(np.round(base_price[item] * noise, 2), 0.01)
-        parts.append((owner, item, ts, qty, price))
+def _drift(cfg: SyntheticConfig, users: _Customers, rp: np.random.Generator) -> None:
+    """One month of AR(1) taste drift: shop-shared + individual innovation."""
+    r = cfg.regional_strength
+    shared = rp.normal(size=(cfg.n_shops, cfg.dim))[users.shop]
+    own = rp.normal(size=(cfg.n_users, cfg.dim))
+    innov = _taste_scale(cfg) * (np.sqrt(r) * shared + np.sqrt(1 - r) * own)
+    users.taste = np.sqrt(1 - cfg.drift**2) * users.taste + cfg.drift * innov
 
-        order = np.argsort(np.concatenate([hist_user, owner]), kind="stable")
-        hist_user = np.concatenate([hist_user, owner])[order]
-        hist_item = np.concatenate([hist_item, item])[order]
 
+def _month(cfg: SyntheticConfig, catalogue: _Catalogue, p: int) -> _Month:
+    """Seasons, novelty and the launched items of period ``p``."""
+    phase, category = catalogue.phase, catalogue.category
+    cat_in = phase == p % cfg.season_length
+    cat_off = (phase >= 0) & ~cat_in
+    age = p - catalogue.launch
+    bias = (
+        catalogue.popularity
+        + cfg.seasonal_boost * cat_in[category]
+        - cfg.offseason_penalty * cat_off[category]
+        + _NOVELTY * 0.5 ** np.maximum(age, 0)
+    ).astype(np.float32)
+    return _Month(cat_in=cat_in, cat_off=cat_off, bias=bias, live=np.flatnonzero(age >= 0))
+
+
+def _month_events(
+    cfg: SyntheticConfig, users: _Customers, month: _Month, p: int, rp: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Who buys in period ``p`` and when: (owner sorted by user, timestamp in ns,
+    quantity, price noise), all drawn from ``rp``."""
+    fav = users.fav
+    away = (fav >= 0) & ~month.cat_in[np.maximum(fav, 0)]  # seasonal shoppers out of season
+    rate = users.activity * np.where(away, cfg.offseason_activity, 1.0)
+    counts = rp.poisson(cfg.events_per_user_period * rate * (users.join <= p))
+    owner = np.repeat(np.arange(cfg.n_users), counts)  # sorted by user
+    n = len(owner)
+    t0 = (_START + p).astype("datetime64[ns]").astype(np.int64)
+    t1 = (_START + p + 1).astype("datetime64[ns]").astype(np.int64)
+    ts = t0 + (rp.random(n) * (t1 - t0)).astype(np.int64)
+    qty = rp.geometric(0.6, size=n)
+    noise = rp.lognormal(0, 0.03, size=n)
+    return owner, ts, qty, noise
+
+
+def _choose_items(
+    cfg: SyntheticConfig,
+    catalogue: _Catalogue,
+    users: _Customers,
+    month: _Month,
+    history: _History,
+    owner: np.ndarray,
+    rc: np.random.Generator,
+) -> np.ndarray:
+    """The item of each event: a re-buy from the user's history (not of an out-of-season
+    item) with ``repeat_prob``, else a draw from the month's softmax, all from ``rc``."""
+    n = len(owner)
+    item = np.full(n, -1, dtype=np.int64)
+    hist_n = np.bincount(history.user, minlength=cfg.n_users)
+    hist_start = np.cumsum(hist_n) - hist_n
+    rep = np.flatnonzero((rc.random(n) < cfg.repeat_prob) & (hist_n[owner] > 0))
+    pick = hist_start[owner[rep]] + (rc.random(len(rep)) * hist_n[owner[rep]]).astype(int)
+    item[rep] = history.item[pick]
+    item[rep[month.cat_off[catalogue.category[item[rep]]]]] = -1  # no re-buys out of season
+    new = item < 0
+    taste = np.concatenate([users.taste.astype(np.float32), users.affinity], axis=1)
+    live = month.live
+    item[new] = live[sample_softmax(rc, taste, catalogue.vec[live], month.bias[live], owner[new])]
+    return item
+
+
+def _events_table(
+    cfg: SyntheticConfig,
+    catalogue: _Catalogue,
+    users: _Customers,
+    parts: list[tuple[np.ndarray, ...]],
+) -> pd.DataFrame:
+    """The months' events in time order, with readable names, in the event schema."""
     owner, item, ts, qty, price = (np.concatenate(c) for c in zip(*parts, strict=True))
     order = np.argsort(ts, kind="stable")
     owner, item, ts, qty, price = owner[order], item[order], ts[order], qty[order], price[order]
 
     sw = max(2, len(str(cfg.n_shops - 1)))
-    uw = max(5, len(str(int(sizes.max()) - 1)))
-    iw = max(5, len(str(n_items - 1)))
+    uw = max(5, len(str(int(users.sizes.max()) - 1)))
+    iw = max(5, len(str(cfg.n_items - 1)))
     cw = max(2, len(str(cfg.n_categories - 1)))
     user_names = np.array(
-        [f"s{s:0{sw}d}_u{u:0{uw}d}" for s, u in zip(user_shop, local, strict=True)], dtype=object
+        [f"s{s:0{sw}d}_u{u:0{uw}d}" for s, u in zip(users.shop, users.local, strict=True)],
+        dtype=object,
     )
     shop_names = np.array([f"shop_{s:0{sw}d}" for s in range(cfg.n_shops)], dtype=object)
-    item_names = np.array([f"i{i:0{iw}d}" for i in range(n_items)], dtype=object)
+    item_names = np.array([f"i{i:0{iw}d}" for i in range(cfg.n_items)], dtype=object)
     cat_names = np.array([f"cat_{c:0{cw}d}" for c in range(cfg.n_categories)], dtype=object)
     n = len(owner)
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             USER: user_names[owner],
             ITEM: item_names[item],
             TIME: ts.view("datetime64[ns]"),
-            SHOP: shop_names[user_shop[owner]],
+            SHOP: shop_names[users.shop[owner]],
             "event_type": np.full(n, "purchase", dtype=object),
             "quantity": qty.astype(np.int64),
             "price": price.astype(np.float64),
-            "category": cat_names[category[item]],
+            "category": cat_names[catalogue.category[item]],
             ROW: np.arange(n, dtype=np.int64),
             REASON: np.full(n, "", dtype=object),
         }
     )
-    return SourceFrame(frame=frame, raw=pd.DataFrame(index=frame.index), source=cfg.name)
