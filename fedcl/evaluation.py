@@ -15,8 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedcl.checks import at_least, one_of, within
 from fedcl.data.dataset import GLOBAL_USER, PreparedData
 from fedcl.data.schema import SHOP
+from fedcl.errors import ConfigError
 from fedcl.metrics.ranking import EvalTask, UserMetrics, build_eval_task, evaluate
 from fedcl.models.base import Recommender
 
@@ -34,6 +36,30 @@ class EvalConfig:
     #: train part is held out and plays the test part; real test parts are not touched).
     on: str = "test"
     val_fraction: float = 0.15
+
+    def check(self, key: str = "eval") -> None:
+        """Value checks; each error names ``key.field``, the value and what is allowed."""
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"{key}.ks must be one or more cut-offs >= 1; got {self.ks}")
+        missing = [k for k in REPORT_KS if k not in self.ks]
+        if missing:
+            raise ConfigError(
+                f"{key}.ks must include {', '.join(map(str, REPORT_KS))} (metrics.json's "
+                f"final hr@10 and recall@20); got {self.ks}"
+            )
+        names = [f"{m}@{k}" for m in ("ndcg", "hr", "recall") for k in self.ks] + ["mrr"]
+        one_of(f"{key}.metric", self.metric, names)
+        for v in self.variants:
+            one_of(f"{key}.variants", v, ("new", "repeat"))
+        if "new" not in self.variants:
+            raise ConfigError(f"{key}.variants must include 'new' (the R-matrix variant)")
+        at_least(f"{key}.batch_size", self.batch_size, 1)
+        one_of(f"{key}.on", self.on, ("test", "validation"))
+        within(f"{key}.val_fraction", self.val_fraction, 0, 0.9, open_low=True)
+
+
+#: Cut-offs the report needs (``final``: hr@10, ndcg@10, recall@20).
+REPORT_KS = (10, 20)
 
 
 #: metric name -> mean over the users of a cell, plus "n_users".

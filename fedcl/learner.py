@@ -21,11 +21,13 @@ from hydra.utils import instantiate
 from fedcl.continual.config import ContinualConfig, build_continual
 from fedcl.data.dataset import PreparedData
 from fedcl.data.interactions import Interactions
-from fedcl.models.base import Recommender
+from fedcl.models.base import ModelConfig, Recommender
 from fedcl.train import Penalty, TrainConfig, TrainStats, train_window
 
 
-def build_model(model_cfg: Any, n_users: int, n_items: int, device: torch.device) -> Recommender:
+def build_model(
+    model_cfg: ModelConfig, n_users: int, n_items: int, device: torch.device
+) -> Recommender:
     return instantiate(model_cfg, n_users=max(n_users, 1), n_items=max(n_items, 1)).to(device)
 
 
@@ -42,7 +44,7 @@ class UnitLearner:
         self,
         unit: str | None,
         data: PreparedData,
-        model_cfg: Any,
+        model_cfg: ModelConfig,
         continual_cfg: ContinualConfig,
         device: torch.device,
         seed: int,

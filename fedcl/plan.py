@@ -27,7 +27,6 @@ from fedcl.cli import friendly_errors
 from fedcl.data.dataset import PreparedData
 from fedcl.data.plan import export_plan
 from fedcl.data.schema import ITEM, ROW, SHOP, TIME, USER
-from fedcl.errors import ConfigError
 
 LOG_COLUMNS = {ROW: "event_id", USER: "user_id", ITEM: "item_id", TIME: "timestamp", SHOP: "shop"}
 _RETAIL_README = Path(__file__).resolve().parent / "data" / "online_retail" / "README.md"
@@ -62,15 +61,10 @@ def write_shop_logs(data: PreparedData, directory: str | Path) -> dict[str, Path
 
 
 def _prepared(overrides: list[str]) -> PreparedData:
-    from hydra.errors import HydraException
-
-    from fedcl.config import compose_config
+    from fedcl.config import load_config
     from fedcl.data.prepare import prepare_cached
 
-    try:
-        cfg, _ = compose_config(overrides)
-    except HydraException as e:
-        raise ConfigError(f"bad override: {e}") from e
+    cfg, _ = load_config(overrides)  # the whole config, checked as simulate checks it
     return prepare_cached(cfg.data)[0]
 
 

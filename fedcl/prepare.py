@@ -8,14 +8,15 @@ shops x windows table.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from fedcl.cli import friendly_errors
-from fedcl.config import register
+from fedcl.cli import PendingRunDir, check_command_line, friendly_errors
+from fedcl.config import register, to_config
 from fedcl.data.prepare import data_digest, prepare
 from fedcl.data.tables import shop_window_table
 
@@ -26,7 +27,9 @@ register()
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 @friendly_errors
 def main(dcfg: DictConfig) -> None:
-    cfg = OmegaConf.to_object(dcfg)
+    pending = PendingRunDir(dcfg)
+    cfg = to_config(dcfg)  # the whole config, as simulate checks it
+    pending.accept()
     out = Path(HydraConfig.get().runtime.output_dir)
     data, quarantine = prepare(cfg.data)
     data.report["data_sha256"] = data_digest(cfg.data)
@@ -43,4 +46,5 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(sys.argv[1:])
     main()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedcl.checks import above, at_least, one_of
 from fedcl.data.interactions import Interactions
 from fedcl.device import autocast
 from fedcl.errors import ConfigError
@@ -37,6 +38,20 @@ class TrainConfig:
     n_neg: int = 1
     #: bf16 autocast on CUDA (ignored on CPU).
     bf16: bool = False
+
+    def check(self, key: str = "train") -> None:
+        """Value checks; each error names ``key.field``, the value and what is allowed."""
+        at_least(f"{key}.epochs", self.epochs, 1)
+        at_least(f"{key}.batch_size", self.batch_size, 1)
+        one_of(f"{key}.optimizer", self.optimizer, OPTIMIZERS)
+        above(f"{key}.lr", self.lr, 0)
+        at_least(f"{key}.weight_decay", self.weight_decay, 0)
+        one_of(f"{key}.negatives", self.negatives, NEGATIVES)
+        at_least(f"{key}.n_neg", self.n_neg, 1)
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "sparse_adam")
+NEGATIVES = ("uniform", "popularity")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fedcl.checks import above, at_least, one_of, within
 from fedcl.continual.buffer import POLICIES, ReplayBuffer
 from fedcl.continual.compose import Continual
 from fedcl.continual.distill import Distill, window_users
@@ -89,50 +90,46 @@ class ContinualConfig:
     joint: bool = False
 
 
-def check(
-    cfg: ContinualConfig,
-    item_groups: torch.Tensor | np.ndarray | None = None,
-    optimizer: str | None = None,
-) -> None:
-    """Value checks Hydra's types cannot express; each error names the key and the fix."""
+def check(cfg: ContinualConfig, optimizer: str | None = None) -> None:
+    """Value checks that need no data; each error names the key and the fix.
+
+    ``optimizer`` (``train.optimizer``), when given, is checked against the parts' gradients.
+    ``replay.policy=category`` also needs the data's categories: :func:`check_item_groups`.
+    """
     r, e, d = cfg.replay, cfg.ewc, cfg.distill
     if optimizer == "sparse_adam" and (e.enabled or d.enabled):
         raise ConfigError(
             "continual.ewc and continual.distill give the whole item table a dense gradient, "
             "which train.optimizer=sparse_adam cannot take: use train.optimizer=adam or sgd"
         )
-    if r.policy not in POLICIES:
-        raise ConfigError(
-            f"continual.replay.policy must be one of {', '.join(POLICIES)}; got {r.policy!r}"
-        )
-    if r.enabled and r.policy == "category" and item_groups is None:
-        raise ConfigError(
-            "continual.replay.policy=category needs item categories, and this dataset has no "
-            "category column: choose policy=item or a dataset with categories"
-        )
-    if r.budget < 0 or not 0 <= r.budget_fraction <= 1 or not 0 <= r.mix <= MAX_MIX:
-        raise ConfigError(
-            f"continual.replay needs budget >= 0, budget_fraction in [0, 1] and mix in "
-            f"[0, {MAX_MIX:g}]"
-        )
-    if r.recency_half_life <= 0:
-        raise ConfigError("continual.replay.recency_half_life must be > 0 (in windows)")
-    if e.lam < 0 or not 0 <= e.gamma <= 1 or e.fisher_batches < 1 or e.fisher_batch_size < 1:
-        raise ConfigError(
-            "continual.ewc needs lam >= 0, gamma in [0, 1], fisher_batches >= 1 and "
-            "fisher_batch_size >= 1"
-        )
-    if d.users not in DISTILL_USERS:
-        raise ConfigError(f"continual.distill.users must be replay or current; got {d.users!r}")
-    if d.weight < 0 or d.top_n < 1 or d.temperature <= 0 or d.batch_users < 1 or d.max_users < 0:
-        raise ConfigError(
-            "continual.distill needs weight >= 0, top_n >= 1, temperature > 0, batch_users >= 1, "
-            "max_users >= 0"
-        )
+    one_of("continual.replay.policy", r.policy, POLICIES)
+    at_least("continual.replay.budget", r.budget, 0)
+    within("continual.replay.budget_fraction", r.budget_fraction, 0, 1)
+    within("continual.replay.mix", r.mix, 0, MAX_MIX)
+    above("continual.replay.recency_half_life", r.recency_half_life, 0)
+    at_least("continual.ewc.lam", e.lam, 0)
+    within("continual.ewc.gamma", e.gamma, 0, 1)
+    at_least("continual.ewc.fisher_batches", e.fisher_batches, 1)
+    at_least("continual.ewc.fisher_batch_size", e.fisher_batch_size, 1)
+    one_of("continual.distill.users", d.users, DISTILL_USERS)
+    at_least("continual.distill.weight", d.weight, 0)
+    at_least("continual.distill.top_n", d.top_n, 1)
+    above("continual.distill.temperature", d.temperature, 0)
+    at_least("continual.distill.batch_users", d.batch_users, 1)
+    at_least("continual.distill.max_users", d.max_users, 0)
     if cfg.joint and (r.enabled or e.enabled or d.enabled):
         raise ConfigError(
             "continual.joint retrains on all data and combines with no other part: "
             "disable replay, ewc and distill, or set joint=false"
+        )
+
+
+def check_item_groups(cfg: ContinualConfig, item_groups: object | None) -> None:
+    """``replay.policy=category`` needs the data's item categories (``item_groups``)."""
+    if cfg.replay.enabled and cfg.replay.policy == "category" and item_groups is None:
+        raise ConfigError(
+            "continual.replay.policy=category needs item categories, and this dataset has no "
+            "category column: choose policy=item or a dataset with categories"
         )
 
 
@@ -150,7 +147,8 @@ def build_continual(
     every random choice, so two methods built alike behave identically. ``optimizer``
     (``train.optimizer``), when given, is checked against the parts' gradients.
     """
-    check(cfg, item_groups, optimizer)
+    check(cfg, optimizer)
+    check_item_groups(cfg, item_groups)
     groups = None if item_groups is None else np.asarray(torch.as_tensor(item_groups).cpu())
     parts: dict = {}
     if cfg.joint:

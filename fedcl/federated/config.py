@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from fedcl.checks import above, at_least, within
+from fedcl.errors import ConfigError
+from fedcl.models.base import Recommender
 
 
 @dataclass
@@ -20,6 +25,34 @@ class StrategyConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     #: FedProx's mu: the shop adds mu/2 * ||w - w_global||^2 over the shared parameters.
     proximal_mu: float = 0.0
+
+    def check(self, key: str = "strategy", options: list[str] | None = None) -> None:
+        """Values, the class ``_target_`` names, its ``kwargs`` against its signature, and
+        ``name`` against the class (the report's label must say what runs)."""
+        from hydra.utils import get_class
+
+        try:
+            cls = get_class(self._target_)
+        except Exception as e:  # hydra raises several kinds for a bad path
+            raise ConfigError(f"{key}._target_={self._target_!r} names no class ({e})") from e
+        if self.name != cls.__name__.lower():
+            raise ConfigError(
+                f"{key}.name={self.name!r} does not name the strategy that runs "
+                f"({self._target_}, i.e. {cls.__name__.lower()}): choose one with "
+                f"strategy=<option> ({', '.join(options or [])})"
+            )
+        within(f"{key}.fraction_train", self.fraction_train, 0, 1, open_low=True)
+        at_least(f"{key}.min_train_nodes", self.min_train_nodes, 1)
+        at_least(f"{key}.proximal_mu", self.proximal_mu, 0)
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            allowed = [n for n in params if n != "self"]
+            for k in self.kwargs:
+                if k not in allowed:
+                    raise ConfigError(
+                        f"{key}.kwargs.{k} is not an argument of {cls.__name__}; "
+                        f"its arguments: {', '.join(allowed)}"
+                    )
 
 
 @dataclass
@@ -48,6 +81,9 @@ class FederatedConfig:
     finetune_epochs: Optional[int] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     #: A reply claiming more training examples than this is rejected (caps one shop's weight).
     max_examples: float = 1e8
+    #: An evaluation cell claiming more users than this is rejected. In simulation the server
+    #: holds the data and bounds each shop by its own user count instead.
+    max_users: int = 10_000_000
     #: Where shops keep their state; "" = ``<run dir>/shops`` in simulation.
     state_dir: str = ""
     #: The operator's public plan (``python -m fedcl.plan``): when set, the server reads the
@@ -63,8 +99,22 @@ class FederatedConfig:
     #: Simulation: GPU fraction per shop when a GPU is present (fractions pack shops).
     gpus_per_shop: float = 0.0
 
+    def check(self, key: str = "federated") -> None:
+        at_least(f"{key}.rounds", self.rounds, 1)
+        at_least(f"{key}.min_shops", self.min_shops, 1)
+        above(f"{key}.wait_timeout_s", self.wait_timeout_s, 0)
+        above(f"{key}.round_timeout_s", self.round_timeout_s, 0)
+        at_least(f"{key}.min_users", self.min_users, 1)
+        if self.finetune_epochs is not None:
+            at_least(f"{key}.finetune_epochs", self.finetune_epochs, 0)
+        above(f"{key}.max_examples", self.max_examples, 0)
+        at_least(f"{key}.max_users", self.max_users, 1)
+        at_least(f"{key}.sim_cpus", self.sim_cpus, 1)
+        above(f"{key}.cpus_per_shop", self.cpus_per_shop, 0)
+        within(f"{key}.gpus_per_shop", self.gpus_per_shop, 0, 1)
 
-def local_keys(fed: FederatedConfig, model: Any) -> list[str]:
+
+def local_keys(fed: FederatedConfig, model: Recommender) -> list[str]:
     """The shared parameters a shop keeps: ``federated.local_keys`` plus, with
     ``federated.model_local_keys``, the model's own ``personal_prefixes``."""
     own = list(getattr(model, "personal_prefixes", ())) if fed.model_local_keys else []

@@ -8,7 +8,10 @@ model keeps is that no shared tensor is sized by the user count.
 
 Every model is built as ``Model(n_users, n_items, **config_fields)`` so that
 ``hydra.utils.instantiate(cfg.model, n_users=.., n_items=..)`` works with the
-``conf/model/<name>.yaml`` files.
+``conf/model/<name>.yaml`` files. A model's hyper-parameters and their defaults live in its
+config dataclass (a :class:`ModelConfig`, the module's ``SCHEMA``) only: the constructor
+reads the fields it is not given from there, and the YAML names only ``_target_`` and the
+values that differ.
 """
 
 from __future__ import annotations
@@ -18,9 +21,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from omegaconf import MISSING
 from torch import nn
 
 from fedcl.data.interactions import Interactions
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model's config (Hydra group ``model``)."""
+
+    #: The model class (``package.module.Class``); each subclass sets its own.
+    _target_: str = MISSING
+
+    def check(self, key: str = "model") -> None:
+        """Value checks of the fields (a subclass adds its own); errors name ``key.field``."""
 
 
 @dataclass

@@ -19,21 +19,31 @@ O(distinct (user, item) pairs), not O(n_users * n_items).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from fedcl.checks import at_least, within
 from fedcl.data.interactions import Interactions
-from fedcl.models.base import Recommender
+from fedcl.models.base import ModelConfig, Recommender
 
 
 @dataclass
-class HistoryConfig:
+class HistoryConfig(ModelConfig):
     _target_: str = "fedcl.models.history.History"
     #: Each new window multiplies old purchase counts by ``decay``: 1.0 = pure frequency,
     #: lower = recent purchases count more. 0.8: a purchase 3 windows ago counts half.
     decay: float = 0.8
     #: Weight of the last-purchase-time term; small, so it only breaks near-ties of counts.
     recency: float = 1e-3
+
+    def check(self, key: str = "model") -> None:
+        within(f"{key}.decay", self.decay, 0, 1)
+        at_least(f"{key}.recency", self.recency, 0)
+
+
+#: The config schema of this module's model (registered from ``conf/model/history.yaml``).
+SCHEMA = HistoryConfig
 
 
 class History(Recommender):
@@ -43,10 +53,11 @@ class History(Recommender):
     private_prefixes = ("user", "item_counts")
     resizable_buffers = ("user_hist_items", "user_hist_weight", "user_hist_last")
 
-    def __init__(
-        self, n_users: int, n_items: int, decay: float = 0.8, recency: float = 1e-3
-    ) -> None:
+    def __init__(self, n_users: int, n_items: int, **options: Any) -> None:
+        """``options``: fields of :class:`HistoryConfig` (the others keep its defaults)."""
         super().__init__(n_users, n_items)
+        c = HistoryConfig(**options)
+        decay, recency = c.decay, c.recency
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"history decay must lie in [0, 1], got {decay}")
         self.decay = decay

@@ -10,16 +10,18 @@ popularity-like ranking.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedcl.models.base import Batch, Recommender, grow_embedding
+from fedcl.checks import above, at_least
+from fedcl.models.base import Batch, ModelConfig, Recommender, grow_embedding
 
 
 @dataclass
-class MFConfig:
+class MFConfig(ModelConfig):
     _target_: str = "fedcl.models.mf.MF"
     #: Embedding size; 64 is the usual sweet spot for BPR-MF on purchase data.
     dim: int = 64
@@ -33,6 +35,15 @@ class MFConfig:
     #: cheaper steps when the catalogue or user base is large.
     sparse: bool = False
 
+    def check(self, key: str = "model") -> None:
+        at_least(f"{key}.dim", self.dim, 1)
+        at_least(f"{key}.reg", self.reg, 0)
+        above(f"{key}.init_std", self.init_std, 0)
+
+
+#: The config schema of this module's model (registered from ``conf/model/mf.yaml``).
+SCHEMA = MFConfig
+
 
 class MF(Recommender):
     """BPR matrix factorisation. Train batches: ``users`` (B,), ``pos`` (B,),
@@ -40,16 +51,11 @@ class MF(Recommender):
 
     personal_prefixes = ("item_bias",)
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        dim: int = 64,
-        reg: float = 0.005,
-        init_std: float = 0.01,
-        sparse: bool = False,
-    ) -> None:
+    def __init__(self, n_users: int, n_items: int, **options: Any) -> None:
+        """``options``: fields of :class:`MFConfig` (the others keep its defaults)."""
         super().__init__(n_users, n_items)
+        c = MFConfig(**options)
+        dim, reg, init_std, sparse = c.dim, c.reg, c.init_std, c.sparse
         self.dim, self.reg, self.init_std, self.sparse = dim, reg, init_std, sparse
         self.user_emb = nn.Embedding(n_users, dim, sparse=sparse)  # private (U, D)
         self.item_emb = nn.Embedding(n_items, dim, sparse=sparse)  # shared (I, D)

@@ -12,16 +12,19 @@ tables, the MLP and the output layer are shared.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedcl.models.base import Batch, Recommender, grow_embedding
+from fedcl.checks import above, at_least, within
+from fedcl.errors import ConfigError
+from fedcl.models.base import Batch, ModelConfig, Recommender, grow_embedding
 
 
 @dataclass
-class NeuMFConfig:
+class NeuMFConfig(ModelConfig):
     _target_: str = "fedcl.models.neumf.NeuMF"
     #: GMF embedding size ("predictive factors" in the paper; 8-64 tested, 32 a good middle).
     dim_gmf: int = 32
@@ -34,6 +37,18 @@ class NeuMFConfig:
     #: Std of the normal init of embeddings (paper: 0.01); also for rows added by ``grow``.
     init_std: float = 0.01
 
+    def check(self, key: str = "model") -> None:
+        at_least(f"{key}.dim_gmf", self.dim_gmf, 1)
+        at_least(f"{key}.dim_mlp", self.dim_mlp, 1)
+        if not self.layers or min(self.layers) < 1:
+            raise ConfigError(f"{key}.layers must be one or more sizes >= 1; got {self.layers}")
+        within(f"{key}.dropout", self.dropout, 0, 0.99)
+        above(f"{key}.init_std", self.init_std, 0)
+
+
+#: The config schema of this module's model (registered from ``conf/model/neumf.yaml``).
+SCHEMA = NeuMFConfig
+
 
 class NeuMF(Recommender):
     """GMF + MLP recommender. Train batches: ``users`` (B,), ``pos`` (B,), ``neg`` (B, K)."""
@@ -41,18 +56,12 @@ class NeuMF(Recommender):
     #: Pairs per chunk in ``score_all``: bounds the (B, I, H) activations to ~64 MB.
     chunk_pairs: int = 1 << 18
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        dim_gmf: int = 32,
-        dim_mlp: int = 32,
-        layers: list[int] | tuple[int, ...] = (64, 32, 16),
-        dropout: float = 0.0,
-        init_std: float = 0.01,
-    ) -> None:
+    def __init__(self, n_users: int, n_items: int, **options: Any) -> None:
+        """``options``: fields of :class:`NeuMFConfig` (the others keep its defaults)."""
         super().__init__(n_users, n_items)
-        layers = list(layers)
+        c = NeuMFConfig(**options)
+        dim_gmf, dim_mlp, dropout, init_std = c.dim_gmf, c.dim_mlp, c.dropout, c.init_std
+        layers = list(c.layers)
         if not layers:
             raise ValueError("NeuMF needs at least one MLP layer")
         self.init_std = init_std

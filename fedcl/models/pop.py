@@ -7,21 +7,30 @@ sales, so they are private state: a popularity model shares nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from fedcl.checks import within
 from fedcl.data.interactions import Interactions
-from fedcl.models.base import Recommender
+from fedcl.models.base import ModelConfig, Recommender
 
 
 @dataclass
-class PopConfig:
+class PopConfig(ModelConfig):
     _target_: str = "fedcl.models.pop.Pop"
     #: Each new window multiplies the counts seen so far by ``decay`` before adding its
     #: own: 1.0 = all-time popularity, 0.5 = last window weighs as much as all earlier
     #: ones together (recent trends; the default, as shops' bestsellers change monthly),
     #: 0.0 = the last window only.
     decay: float = 0.5
+
+    def check(self, key: str = "model") -> None:
+        within(f"{key}.decay", self.decay, 0, 1)
+
+
+#: The config schema of this module's model (registered from ``conf/model/pop.yaml``).
+SCHEMA = PopConfig
 
 
 class Pop(Recommender):
@@ -33,8 +42,10 @@ class Pop(Recommender):
     trainable = False
     private_prefixes = ("item_counts",)
 
-    def __init__(self, n_users: int, n_items: int, decay: float = 0.5) -> None:
+    def __init__(self, n_users: int, n_items: int, **options: Any) -> None:
+        """``options``: fields of :class:`PopConfig` (the others keep its defaults)."""
         super().__init__(n_users, n_items)
+        decay = PopConfig(**options).decay
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"pop decay must lie in [0, 1], got {decay}")
         self.decay = decay

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedcl.checks import above, at_least, within
 from fedcl.data.interactions import Interactions
-from fedcl.models.base import Batch, Recommender, grow_embedding
+from fedcl.errors import ConfigError
+from fedcl.models.base import Batch, ModelConfig, Recommender, grow_embedding
 
 
 @dataclass
-class SASRecConfig:
+class SASRecConfig(ModelConfig):
     _target_: str = "fedcl.models.sasrec.SASRec"
     #: Hidden size; 64 as in the paper (32 is enough for a few thousand items).
     dim: int = 64
@@ -39,6 +42,20 @@ class SASRecConfig:
     n_neg: int = 1
     #: Std of the normal init of embeddings; also of item rows added by ``grow``.
     init_std: float = 0.02
+
+    def check(self, key: str = "model") -> None:
+        for name in ("dim", "n_layers", "n_heads", "max_len", "n_neg"):
+            at_least(f"{key}.{name}", getattr(self, name), 1)
+        if self.dim % self.n_heads:
+            raise ConfigError(
+                f"{key}.dim ({self.dim}) must be divisible by {key}.n_heads ({self.n_heads})"
+            )
+        within(f"{key}.dropout", self.dropout, 0, 0.99)
+        above(f"{key}.init_std", self.init_std, 0)
+
+
+#: The config schema of this module's model (registered from ``conf/model/sasrec.yaml``).
+SCHEMA = SASRecConfig
 
 
 class Block(nn.Module):
@@ -70,19 +87,12 @@ class Block(nn.Module):
 class SASRec(Recommender):
     """Self-attentive sequential recommender with per-user sequences as private state."""
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        dim: int = 64,
-        n_layers: int = 2,
-        n_heads: int = 1,
-        max_len: int = 50,
-        dropout: float = 0.2,
-        n_neg: int = 1,
-        init_std: float = 0.02,
-    ) -> None:
+    def __init__(self, n_users: int, n_items: int, **options: Any) -> None:
+        """``options``: fields of :class:`SASRecConfig` (the others keep its defaults)."""
         super().__init__(n_users, n_items)
+        c = SASRecConfig(**options)
+        dim, n_layers, n_heads, dropout = c.dim, c.n_layers, c.n_heads, c.dropout
+        max_len, n_neg, init_std = c.max_len, c.n_neg, c.init_std
         self.max_len, self.n_neg, self.init_std = max_len, n_neg, init_std
         self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)  # shared (I + 1, D)
         self.pos_emb = nn.Embedding(max_len, dim)  # shared (L, D)
