@@ -9,44 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from fedcl.config import Config
 from fedcl.data.dataset import PreparedData
-from fedcl.evaluation import Cell, Evaluator
+from fedcl.evaluation import Evaluator
 from fedcl.learner import UnitLearner, build_model
 from fedcl.report import cell_mean
+from fedcl.result import RoundRow, Row, RunResult
 
 log = logging.getLogger("fedcl")
 
 
-@dataclass
-class StreamResult:
-    """Cells of every (t, i) and the untrained baseline, per variant; training log rows."""
-
-    cells: dict[str, list[list[dict[str, Cell]]]] = field(default_factory=dict)
-    baseline: dict[str, list[dict[str, Cell]]] = field(default_factory=dict)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    memory_bytes: dict[str, int] = field(default_factory=dict)
-
-    def merge(self, other: StreamResult) -> None:
-        """Add another unit's shops (local mode: one result per shop)."""
-        for v, grid in other.cells.items():
-            mine = self.cells.setdefault(v, [[{} for _ in row] for row in grid])
-            for t, row in enumerate(grid):
-                for i, cell in enumerate(row):
-                    mine[t][i].update(cell)
-        for v, row in other.baseline.items():
-            mine = self.baseline.setdefault(v, [{} for _ in row])
-            for i, cell in enumerate(row):
-                mine[i].update(cell)
-        self.rounds.extend(other.rounds)
-        self.memory_bytes.update(other.memory_bytes)
-
-
-def baseline_row(unit: str | None, data: PreparedData, cfg: Any, evaluator: Evaluator, device):
+def baseline_row(
+    unit: str | None, data: PreparedData, cfg: Config, evaluator: Evaluator, device: torch.device
+) -> Row:
     """FWT's b_i: an untrained model, sized for the whole stream, on every window."""
     torch.manual_seed(cfg.seed)
     last = data.n_windows - 1
@@ -57,15 +35,14 @@ def baseline_row(unit: str | None, data: PreparedData, cfg: Any, evaluator: Eval
 def learn_stream(
     unit: str | None,
     data: PreparedData,
-    cfg: Any,
+    cfg: Config,
     evaluator: Evaluator,
     device: torch.device,
     seed: int,
-) -> StreamResult:
+) -> RunResult:
     """Learn window after window; evaluate the model on every window after each."""
     name = unit or "pooled"
-    result = StreamResult(baseline=baseline_row(unit, data, cfg, evaluator, device))
-    result.cells = {v: [] for v in result.baseline}
+    result = RunResult(baseline=baseline_row(unit, data, cfg, evaluator, device))
     learner = UnitLearner(unit, data, cfg.model, cfg.continual, device, seed)
     metric, last = evaluator.cfg.metric, data.n_windows - 1
     for t in range(data.n_windows):
@@ -75,8 +52,7 @@ def learn_stream(
         start = time.perf_counter()
         row = evaluator.row(learner.model, unit)
         eval_s = time.perf_counter() - start
-        for v, cells in row.items():
-            result.cells[v].append(cells)
+        result.add_row(row)
         diag = cell_mean(row["new"][t], list(row["new"][t]), metric)
         memory = learner.method.memory_bytes()
         log.info(
@@ -86,26 +62,28 @@ def learn_stream(
             metric, "-" if diag is None else f"{diag:.4f}",
         )  # fmt: skip
         result.rounds.append(
-            {
-                "window": t, "round": 0, "unit": name, "events": len(new),
-                "examples": stats.examples, "loss": stats.loss,
-                "train_s": round(stats.seconds, 4), "train_cpu_s": round(stats.cpu_s, 4),
-                "eval_s": round(eval_s, 4),
-                "memory_bytes": memory,
-            }
+            RoundRow(
+                window=t, round=0, unit=name, events=len(new), examples=stats.examples,
+                loss=stats.loss, train_s=round(stats.seconds, 4),
+                train_cpu_s=round(stats.cpu_s, 4), eval_s=round(eval_s, 4), memory_bytes=memory,
+            )
         )  # fmt: skip
     result.memory_bytes[name] = learner.method.memory_bytes()
     return result
 
 
-def run_centralized(data: PreparedData, cfg: Any, evaluator: Evaluator, device) -> StreamResult:
+def run_centralized(
+    data: PreparedData, cfg: Config, evaluator: Evaluator, device: torch.device
+) -> RunResult:
     """All shops' train parts pooled into one model (global user ids)."""
     return learn_stream(None, data, cfg, evaluator, device, cfg.seed)
 
 
-def run_local(data: PreparedData, cfg: Any, evaluator: Evaluator, device) -> StreamResult:
+def run_local(
+    data: PreparedData, cfg: Config, evaluator: Evaluator, device: torch.device
+) -> RunResult:
     """Every shop alone, each with its own model and seed offset."""
-    result = StreamResult()
+    result = RunResult()
     for k, shop in enumerate(data.shops):
         result.merge(learn_stream(shop, data, cfg, evaluator, device, cfg.seed * 1000 + k))
     return result

@@ -1,8 +1,9 @@
 """Results of a run: ``metrics.json``, ``r_matrix.csv``, ``rounds.csv``, plots, summary.
 
-Input is the grid of cells ``cells[variant][t][i][shop]`` (a :data:`fedcl.evaluation.Cell`
-per shop: metric means over that shop's test users and ``n_users``) plus the untrained
-baseline row, so every mode (centralized, local, federated) reports the same way.
+Input is a :class:`~fedcl.result.RunResult`: the grid of cells ``cells[variant][t][i][shop]``
+(a :data:`fedcl.evaluation.Cell` per shop: metric means over that shop's test users and
+``n_users``), the untrained baseline row and the training log, so every mode (centralized,
+local, federated) reports the same way, through :func:`write_report`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 
-from fedcl.evaluation import Cell
+from fedcl.evaluation import Cell, EvalConfig
 from fedcl.metrics.continual import combine_r, continual_metrics, macro, weighted_mean
+from fedcl.result import RoundRow, RunResult
 
 #: ``final`` holds these (K = 10, Recall@20), names exactly as the contract writes them.
 FINAL_KEYS = ("hr@10", "ndcg@10", "recall@20", "mrr")
@@ -133,21 +136,63 @@ def build_metrics(
     return doc
 
 
-def cost(rounds: list[dict]) -> dict[str, float | int]:
+def cost(rounds: list[RoundRow]) -> dict[str, float | int]:
     """What learning cost: training wall and CPU seconds, examples processed, method memory
     (bytes)."""
     return {
-        "train_s": round(sum(float(r.get("train_s") or r.get("round_s") or 0) for r in rounds), 3),
-        "train_cpu_s": round(sum(float(r.get("train_cpu_s") or 0) for r in rounds), 3),
-        "examples": int(sum(int(r.get("examples") or 0) for r in rounds)),
-        "memory_bytes": int(max((int(r.get("memory_bytes") or 0) for r in rounds), default=0)),
+        "train_s": round(sum(r.train_s or r.round_s for r in rounds), 3),
+        "train_cpu_s": round(sum(r.train_cpu_s for r in rounds), 3),
+        "examples": int(sum(r.examples for r in rounds)),
+        "memory_bytes": int(max((r.memory_bytes for r in rounds), default=0)),
     }
 
 
-def write_run_dir(out: Path, doc: dict, rounds: list[dict], config_yaml: str) -> None:
+def listed_shops(shops: Sequence[str], result: RunResult) -> list[str]:
+    """The shops a report lists: ``shops`` (the data's; a plan may name none), then any other
+    shop some cell names."""
+    return list(shops) + sorted(result.shops_seen() - set(shops))
+
+
+def write_report(
+    out: Path,
+    result: RunResult,
+    *,
+    mode: str,
+    eval_cfg: EvalConfig,
+    seed: int,
+    shops: Sequence[str],
+    data_sha256: str,
+    config_yaml: str,
+    wall_s: float,
+) -> dict:
+    """The run directory of any mode from its result; returns the ``metrics.json`` document.
+
+    ``shops``: the shops the report lists first (see :func:`listed_shops`)."""
+    doc = build_metrics(
+        mode=mode,
+        metric=eval_cfg.metric,
+        seed=seed,
+        wall_s=wall_s,
+        cells=result.cells,
+        baseline=result.baseline,
+        shops=listed_shops(shops, result),
+        data_sha256=data_sha256,
+        config_yaml=config_yaml,
+        comm={"bytes_up": result.bytes_up, "bytes_down": result.bytes_down},
+    )
+    doc["eval_on"] = eval_cfg.on
+    doc["cost"] = cost(result.rounds)
+    doc["rejected_replies"] = [asdict(r) for r in result.rejected]
+    doc["rejected_per_shop"] = result.rejected_per_shop()
+    # Where a restarted server continued (wall_s counts the last run only); [] = never.
+    doc["resumed_from"] = result.resumed_from
+    write_run_dir(out, doc, result.rounds, config_yaml)
+    return doc
+
+
+def write_run_dir(out: Path, doc: dict, rounds: list[RoundRow], config_yaml: str) -> None:
     """Write the run-directory contract: config.yaml, metrics.json, CSVs, plots."""
     out.mkdir(parents=True, exist_ok=True)
-    doc.setdefault("cost", cost(rounds))
     (out / "config.yaml").write_text(config_yaml)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2))
     with (out / "r_matrix.csv").open("w", newline="") as f:
@@ -157,10 +202,9 @@ def write_run_dir(out: Path, doc: dict, rounds: list[dict], config_yaml: str) ->
         for t, row in enumerate(doc["r_matrix"]):
             w.writerow([t, *["" if v is None else f"{v:.6f}" for v in row]])
     with (out / "rounds.csv").open("w", newline="") as f:
-        fields = list(rounds[0]) if rounds else ["window", "round", "unit", "loss"]
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(RoundRow)])
         w.writeheader()
-        w.writerows(rounds)
+        w.writerows(asdict(r) for r in rounds)
     from fedcl.plots import plot_run  # matplotlib only when writing
 
     plot_run(doc, out / "plots")

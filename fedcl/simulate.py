@@ -1,8 +1,14 @@
 """``python -m fedcl.simulate [overrides]``: run one experiment and write its run directory.
 
-Modes: ``centralized`` (all shops pooled) and ``local`` (each shop alone). The run directory
-(``hydra.run.dir=DIR``) gets ``config.yaml``, ``metrics.json``, ``r_matrix.csv``,
-``rounds.csv`` and ``plots/*.png`` (ARCHITECTURE.md); a summary table is printed.
+Modes: ``federated`` (Flower's simulation engine), ``centralized`` (all shops pooled) and
+``local`` (each shop alone). The run directory (``hydra.run.dir=DIR``) gets ``config.yaml``,
+``metrics.json``, ``r_matrix.csv``, ``rounds.csv`` and ``plots/*.png`` (ARCHITECTURE.md); a
+summary table is printed.
+
+The whole config is checked first (:func:`fedcl.config.to_config`), then a federated rerun
+into the same directory is matched against the server checkpoint there; only an accepted run
+writes into the directory. Ctrl-C stops a federated run within seconds with one line saying
+how to resume it.
 """
 
 from __future__ import annotations
@@ -10,31 +16,46 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fedcl.cli import friendly_errors
-from fedcl.config import Config, check, register
+from fedcl.cli import PendingRunDir, check_command_line, exit_on_interrupt, friendly_errors
+from fedcl.config import Config, check, register, to_config
+from fedcl.continual.config import check_item_groups
 from fedcl.data.prepare import prepare_cached
 from fedcl.device import resolve_device, set_threads
+from fedcl.errors import ConfigError
 from fedcl.evaluation import Evaluator
 from fedcl.modes import run_centralized, run_local
-from fedcl.report import build_metrics, summary_table, write_run_dir
+from fedcl.report import summary_table, write_report
 
 log = logging.getLogger("fedcl")
 register()
 RUNNERS = {"centralized": run_centralized, "local": run_local}
 
 
-def run(cfg: Config, config_yaml: str, out: Path) -> dict:
-    """Run ``cfg`` and write ``out``; returns the metrics document."""
+def run(
+    cfg: Config, config_yaml: str, out: Path, accepted: Callable[[], None] | None = None
+) -> dict:
+    """Run ``cfg`` and write ``out``; returns the metrics document.
+
+    ``accepted`` is called once the run may write into ``out`` (after every check that can
+    refuse it)."""
     check(cfg)
+    try:  # this machine runs every shop: its device must exist here
+        resolve_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if cfg.mode == "federated":
-        return run_federated_simulation(cfg, out)
+        return run_federated_simulation(cfg, out, accepted)
+    if accepted is not None:
+        accepted()
     start = time.perf_counter()
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -48,54 +69,74 @@ def run(cfg: Config, config_yaml: str, out: Path) -> dict:
     )  # fmt: skip
     evaluator = Evaluator(data, cfg.eval, device)
     result = RUNNERS[cfg.mode](data, cfg, evaluator, device)
-    doc = build_metrics(
+    return write_report(
+        out,
+        result,
         mode=cfg.mode,
-        metric=cfg.eval.metric,
+        eval_cfg=cfg.eval,
         seed=cfg.seed,
-        wall_s=time.perf_counter() - start,
-        cells=result.cells,
-        baseline=result.baseline,
         shops=data.shops,
         data_sha256=digest,
         config_yaml=config_yaml,
+        wall_s=time.perf_counter() - start,
     )
-    doc["eval_on"] = cfg.eval.on
-    write_run_dir(out, doc, result.rounds, config_yaml)
-    return doc
 
 
-def run_federated_simulation(cfg: Config, out: Path) -> dict:
+def run_federated_simulation(
+    cfg: Config, out: Path, accepted: Callable[[], None] | None = None
+) -> dict:
     """Federated mode on Flower's simulation engine: one virtual SuperNode per shop."""
     from fedcl.federated.simulation import run_in_simulation
 
     data, _ = prepare_cached(cfg.data)  # prepared once here; shops read it from the cache
+    # The check each shop makes when it builds its continual method, before Ray starts:
+    check_item_groups(cfg.continual, data.catalog.get("category"))
     fed = dataclasses.replace(
         cfg.federated,
         state_dir=cfg.federated.state_dir or str(out / "shops"),
         min_shops=min(cfg.federated.min_shops, len(data.shops)),
     )
     cfg = dataclasses.replace(cfg, federated=fed)
+    checkpoint = refuse_foreign_checkpoint(cfg, out)
+    if accepted is not None:
+        accepted()
     log.info(
         "%s: %d shops, %d windows; federated, %d rounds/window, strategy %s, continual %s",
         cfg.data.name, len(data.shops), data.n_windows, cfg.federated.rounds,
         cfg.strategy.name, cfg.continual.name,
     )  # fmt: skip
-    run_in_simulation(cfg, out, len(data.shops))
+    resume = f"interrupted; rerun the same command (same hydra.run.dir) to resume from {checkpoint}"
+    with exit_on_interrupt(resume):
+        run_in_simulation(cfg, out, len(data.shops))
     metrics = out / "metrics.json"
     if not metrics.is_file():
         raise RuntimeError(f"the federated run wrote no {metrics}; see the log above")
     return json.loads(metrics.read_text())
 
 
+def refuse_foreign_checkpoint(cfg: Config, out: Path) -> Path:
+    """The server checkpoint directory of ``cfg``; a ConfigError when a checkpoint there
+    was written by another configuration and the run would resume (read-only: the server
+    makes the same check, but only after Ray, Flower and the run directory's writes)."""
+    from fedcl.federated.checkpoint import ServerCheckpoint, checkpoint_dir
+
+    directory = checkpoint_dir(cfg, out)
+    if cfg.federated.resume and directory.is_dir():
+        ServerCheckpoint(directory, cfg).load()
+    return directory
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 @friendly_errors
 def main(dcfg: DictConfig) -> None:
+    pending = PendingRunDir(dcfg)
+    cfg = to_config(dcfg)
     config_yaml = OmegaConf.to_yaml(dcfg, resolve=True)
-    cfg: Config = OmegaConf.to_object(dcfg)
     out = Path(HydraConfig.get().runtime.output_dir)
-    doc = run(cfg, config_yaml, out)
+    doc = run(cfg, config_yaml, out, pending.accept)
     print(summary_table(doc, out))
 
 
 if __name__ == "__main__":
+    check_command_line(sys.argv[1:])
     main()

@@ -1,12 +1,13 @@
 """The server's checkpoint: a restarted ServerApp continues where the last one stopped.
 
 After the untrained baseline, after every round and after every window's evaluation the server
-writes one generation to a :class:`~fedcl.federated.state.ShopStateStore` (atomic, sha256
+writes one generation to a :class:`~fedcl.shop.store.GenerationStore` (atomic, sha256
 checked, falling back to the previous good generation): the global shared parameters, the
 strategy's own state, the next step of the schedule, the ``random`` and ``torch`` generator
-states, and the results so far. A new run with the same configuration and checkpoint directory
-continues at the next step and ends with the same results as an uninterrupted run; a checkpoint
-of another configuration is refused at start.
+states, and the results so far (a :class:`~fedcl.result.RunResult`, versioned). A new run
+with the same configuration and checkpoint directory continues at the next step and ends with
+the same results as an uninterrupted run; a checkpoint of another configuration is refused at
+start.
 
 Shops keep their own state (``federated.state_dir``), so a resumed server re-sends the step that
 was in flight when it stopped: a shop that had already trained that round trains it once more
@@ -31,12 +32,15 @@ from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import Strategy
 from omegaconf import OmegaConf
 
+from fedcl.config import Config
 from fedcl.errors import ConfigError
-from fedcl.federated.state import ShopStateStore, Tree
+from fedcl.models.base import Recommender
+from fedcl.result import RunResult
+from fedcl.shop.store import GenerationStore, Tree
 
 log = logging.getLogger("fedcl")
 
-FORMAT = 1
+FORMAT = 2  # 2: the results as a versioned RunResult
 #: Settings that cannot change a run's results: a resumed run may change them.
 VOLATILE = frozenset(
     {
@@ -54,12 +58,12 @@ VOLATILE = frozenset(
 )
 
 
-def checkpoint_dir(cfg: Any, out_dir: Path) -> Path:
+def checkpoint_dir(cfg: Config, out_dir: Path) -> Path:
     """``federated.checkpoint_dir``, or ``<out_dir>/checkpoint`` when it is empty."""
     return Path(cfg.federated.checkpoint_dir or Path(out_dir) / "checkpoint")
 
 
-def config_fingerprint(cfg: Any) -> dict[str, Any]:
+def config_fingerprint(cfg: Config) -> dict[str, Any]:
     """The configuration as ``{dotted key: value}``, without :data:`VOLATILE` keys."""
     flat: dict[str, Any] = {}
 
@@ -169,7 +173,7 @@ class Snapshot:
     #: Flower's running round number of the last round done.
     server_round: int
     #: Results so far: rounds log, bytes, rejected replies, baseline and R-matrix rows.
-    out: dict[str, Any]
+    result: RunResult
     #: The global model's catalogue size and shared parameters.
     n_items: int
     shared: dict[str, torch.Tensor]
@@ -183,8 +187,8 @@ class Snapshot:
         window: int,
         round: int,
         server_round: int,
-        out: dict[str, Any],
-        model: Any,
+        result: RunResult,
+        model: Recommender,
         strategy: Strategy,
     ) -> Snapshot:
         """The server's state now (``model``: the global :class:`Recommender`)."""
@@ -192,7 +196,7 @@ class Snapshot:
             window=window,
             round=round,
             server_round=server_round,
-            out=out,
+            result=result,
             n_items=int(model.n_items),
             shared={k: v.detach().cpu().clone() for k, v in model.shared_state().items()},
             strategy=strategy_state(strategy),
@@ -200,7 +204,7 @@ class Snapshot:
             torch_random=torch.get_rng_state(),
         )
 
-    def restore(self, model: Any, strategy: Strategy) -> None:
+    def restore(self, model: Recommender, strategy: Strategy) -> None:
         """Load the shared parameters into ``model`` (built with ``n_items`` items), the
         strategy's state into ``strategy``, and the generator states."""
         model.load_shared_state(self.shared)
@@ -213,9 +217,9 @@ class Snapshot:
 class ServerCheckpoint:
     """Snapshots of the server in ``directory``, tied to one configuration."""
 
-    def __init__(self, directory: str | Path, cfg: Any) -> None:
+    def __init__(self, directory: str | Path, cfg: Config) -> None:
         self.dir = Path(directory)
-        self.store = ShopStateStore(self.dir)
+        self.store = GenerationStore(self.dir)
         self.config = config_fingerprint(cfg)
         self.digest = hashlib.sha256(json.dumps(self.config, default=str).encode()).hexdigest()
 
@@ -231,7 +235,7 @@ class ServerCheckpoint:
                     "round": snap.round,
                     "server_round": snap.server_round,
                 },
-                "out": _text(snap.out),
+                "result": _text(snap.result.to_json()),
                 "model": {"n_items": snap.n_items, "shared": snap.shared},
                 "strategy": snap.strategy,
                 "random": {"python": _text(snap.py_random), "torch": snap.torch_random},
@@ -260,7 +264,7 @@ class ServerCheckpoint:
             window=int(pos["window"]),
             round=int(pos["round"]),
             server_round=int(pos["server_round"]),
-            out=_untext(tree["out"]),
+            result=RunResult.from_json(_untext(tree["result"])),
             n_items=int(model["n_items"]),
             shared=dict(model.get("shared", {})),
             strategy=tree.get("strategy", {}),

@@ -1,32 +1,41 @@
-"""The shop agent: a thin Flower ClientApp around :class:`fedcl.federated.shop.ShopAgent`.
+"""The shop's Flower ClientApp (thin): messages in, :class:`fedcl.shop.agent.ShopAgent` calls,
+typed replies out through :mod:`fedcl.federated.protocol`.
 
 Which shop a node is: ``node_config["shop"]`` (deployment) or the ``partition-id``-th shop
 of the data (simulation). Where its state lives: ``node_config["state-dir"]`` or
 ``federated.state_dir``. Where its events come from: with ``node_config["events"]`` (the
 shop's own log) and ``node_config["plan"]`` (the operator's plan directory) the shop reads
-only its own log (:mod:`fedcl.federated.ingest`); otherwise the run's prepared data.
+only its own log (:mod:`fedcl.shop.ingest`); otherwise the run's prepared data.
+
+A malformed instruction raises: Flower's runtime answers the server with an error reply.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedcl.config import Config, config_from_run
 from fedcl.data.sources.csv import CsvConfig
 from fedcl.device import resolve_device
 from fedcl.errors import ConfigError
-from fedcl.federated.ingest import EventLog
-from fedcl.federated.records import ARRAYS, CONFIG, METRICS, from_record, to_record
-from fedcl.federated.shop import ShopAgent, shop_data
+from fedcl.federated.protocol import (
+    ARRAYS,
+    encode_eval_reply,
+    encode_train_reply,
+    from_record,
+    read_instruction,
+)
+from fedcl.run_data import run_data
+from fedcl.shop.agent import ShopAgent
+from fedcl.shop.ingest import EventLog
 
-SHOP = "shop"
 
-
-def _own_log(cfg: Config, node: Any) -> EventLog | None:
+def _own_log(cfg: Config, node: Mapping[str, Any]) -> EventLog | None:
     """The shop's own event log and the plan, when the node config names them."""
     events, plan = node.get("events"), node.get("plan")
     if not events and not plan:
@@ -45,7 +54,7 @@ def _agent(cfg: Config, context: Context) -> ShopAgent:
     own = _own_log(cfg, node)
     shop = node.get("shop")
     if not shop:
-        shop = shop_data(cfg).shops[int(node["partition-id"])]
+        shop = run_data(cfg.data, cfg.eval).shops[int(node["partition-id"])]
     state_dir = str(node.get("state-dir") or cfg.federated.state_dir or "shop-state")
     torch.set_num_threads(max(1, int(cfg.federated.cpus_per_shop)))
     return ShopAgent(cfg, str(shop), state_dir, resolve_device(cfg.device), data=own)
@@ -61,25 +70,17 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         agent = _agent(config(context), context)
-        conf: Any = msg.content[CONFIG]
+        ins = read_instruction(msg.content)
         shared = from_record(msg.content[ARRAYS], agent.device)
-        arrays, metrics = agent.train(shared, int(conf["window"]), int(conf["n-items"]))
-        content = RecordDict({ARRAYS: to_record(arrays), METRICS: MetricRecord(metrics)})
-        return Message(content=content, reply_to=msg)
+        reply = agent.train(shared, ins.window, ins.n_items, ins.proximal_mu)
+        return Message(content=encode_train_reply(reply), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         agent = _agent(config(context), context)
-        conf: Any = msg.content[CONFIG]
+        ins = read_instruction(msg.content)
         shared = from_record(msg.content[ARRAYS], agent.device)
-        metrics = agent.evaluate(shared, int(conf["window"]), int(conf["n-items"]))
-        content = RecordDict(
-            {METRICS: MetricRecord(metrics), SHOP: ConfigRecord({SHOP: agent.shop})}
-        )
-        return Message(content=content, reply_to=msg)
+        reply = agent.evaluate(shared, ins.window, ins.n_items)
+        return Message(content=encode_eval_reply(reply), reply_to=msg)
 
     return app
-
-
-#: For ``flwr run`` (pyproject ``[tool.flwr.app.components]``).
-app = make_client_app()

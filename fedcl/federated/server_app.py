@@ -1,4 +1,4 @@
-"""The Flower ServerApp (thin): the window/round schedule lives in fedcl.federated."""
+"""The Flower ServerApp (thin): the schedule lives in :mod:`fedcl.federated.server_loop`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,3 @@ def make_server_app(cfg: Config | None = None, out_dir: Path | None = None) -> S
         write_report(run_cfg, result, out, yaml, time.perf_counter() - start)
 
     return app
-
-
-#: For ``flwr run`` (pyproject ``[tool.flwr.app.components]``).
-app = make_server_app()

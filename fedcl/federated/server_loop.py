@@ -11,42 +11,48 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import torch
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedcl import report
+from fedcl.config import Config
 from fedcl.data.dataset import PreparedData
 from fedcl.data.plan import Plan
 from fedcl.errors import ConfigError, FedclError
 from fedcl.federated.checkpoint import ServerCheckpoint, Snapshot
 from fedcl.federated.config import is_local, local_keys
 from fedcl.federated.growth import grow_strategy_state
-from fedcl.federated.records import (
+from fedcl.federated.protocol import (
     ARRAYS,
     CONFIG,
-    METRICS,
-    NUM_EXAMPLES,
+    SHOP,
+    UNTRAINED,
+    Rejected,
+    RowSpec,
+    ShopRoster,
     Spec,
+    aggregable,
+    decode_eval_reply,
+    decode_train_reply,
+    evaluate_config,
     from_record,
     record_bytes,
     reply_node,
     to_record,
-    valid_replies,
-)  # fmt: skip
-from fedcl.federated.shop import (
-    FINETUNE_CPU_S,
-    FINETUNE_EXAMPLES,
-    FINETUNE_S,
-    UNTRAINED,
-    metrics_to_cells,
-    shop_data,
+    train_config,
 )
 from fedcl.federated.strategies import build_strategy
 from fedcl.learner import build_model
+from fedcl.metrics.ranking import metric_names
+from fedcl.result import Rejection, RoundRow, Row, RunResult
+from fedcl.run_data import run_data
+from fedcl.shop.replies import EvalReply
 
 log = logging.getLogger("fedcl")
 
@@ -70,26 +76,28 @@ def wait_for_shops(
     return nodes
 
 
-def server_plan(cfg: Any) -> Plan | PreparedData:
+def server_plan(cfg: Config) -> Plan | PreparedData:
     """What the server may know: the public plan (``federated.plan_dir``), or in simulation the
-    prepared data, of which it reads only the same public parts (windows, catalogue)."""
+    prepared data, of which it reads only the public parts (windows, catalogue) and, to bound
+    what a shop may claim, its user counts."""
     if cfg.federated.plan_dir:
         return Plan.load(cfg.federated.plan_dir)
-    return shop_data(cfg)
+    return run_data(cfg.data, cfg.eval)
 
 
-def report_shops(data: Plan | PreparedData, result: dict) -> list[str]:
-    """The shops the report lists: the data's (a plan may name none), then any other shop
-    whose evaluation replied."""
-    rows = [result["baseline"], *result["rows"]]
-    replied = {s for row in rows for cells in row.values() for by_shop in cells for s in by_shop}
-    return list(data.shops) + sorted(replied - set(data.shops))
+def max_users(data: Plan | PreparedData, cfg: Config) -> Callable[[str], int]:
+    """The most users a shop's evaluation cell may claim: its known users when the server
+    holds the prepared data (simulation), else ``federated.max_users``."""
+    if isinstance(data, Plan):
+        return lambda shop: cfg.federated.max_users
+    last = data.n_windows - 1
+    return lambda shop: data.n_users_known(shop, last) if shop in data.shops else 0
 
 
 class GlobalModel:
     """The server's copy of the shared parameters, grown with the public catalogue."""
 
-    def __init__(self, cfg: Any, n_items: int) -> None:
+    def __init__(self, cfg: Config, n_items: int) -> None:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, 1, n_items, torch.device("cpu"))
         self.local = local_keys(cfg.federated, self.model)
@@ -104,52 +112,99 @@ class GlobalModel:
     def grow(self, n_items: int) -> None:
         self.model.grow(1, max(n_items, self.model.n_items))
 
-    def record(self):
+    def record(self) -> ArrayRecord:
         shared = self.model.shared_state()
         return to_record({k: v for k, v in shared.items() if not is_local(k, self.local)})
 
-    def load(self, record) -> None:
+    def load(self, record: ArrayRecord) -> None:
         state = self.model.shared_state()
         state.update(from_record(record))
         self.model.load_shared_state(state)
 
 
-def run_federated(grid: Grid, cfg: Any, checkpoint: Path | None = None) -> dict[str, Any]:
-    """Run every window and round; returns what the report needs.
+class Server:
+    """What one federated run's steps share: the grid, the configuration, what the server
+    may know of the data, which shop is which node, and the results so far."""
+
+    def __init__(self, grid: Grid, cfg: Config, result: RunResult) -> None:
+        self.grid, self.cfg, self.result = grid, cfg, result
+        self.data = server_plan(cfg)
+        self.roster = ShopRoster(self.data.shops)
+        self.max_users = max_users(self.data, cfg)
+        self.metrics = tuple(metric_names(cfg.eval.ks))
+
+    def exchange(
+        self, messages: list[Message], decode: Callable[[RecordDict], R], step: tuple[int, int]
+    ) -> tuple[list[tuple[Message, R]], list[str]]:
+        """Send ``messages`` and decode the replies: (reply, decoded) pairs that passed, and
+        the names of the shops whose reply was rejected (logged and kept in the result)."""
+        replies = list(
+            self.grid.send_and_receive(messages, timeout=self.cfg.federated.round_timeout_s)
+        )
+        online = set(self.grid.get_node_ids())
+        good, bad = [], []
+        kind = "train" if step[1] > 0 else "evaluate"
+        for msg in replies:
+            node = reply_node(msg, messages)
+            try:
+                if msg.has_error():
+                    raise Rejected(f"error reply: {msg.error.reason}")
+                reply = decode(msg.content)
+                self.roster.claim(node, reply.shop, online)
+            except Rejected as e:
+                shop = self.roster.name(node)
+                log.warning("rejected %s reply of shop %s (node %s): %s", kind, shop, node, e)
+                self.result.rejected.append(Rejection(step[0], step[1], kind, shop, node, str(e)))
+                bad.append(shop)
+            else:
+                good.append((msg, reply))
+        return good, bad
+
+    def row_spec(self, shop: str) -> RowSpec:
+        return RowSpec(tuple(self.cfg.eval.variants), self.data.n_windows, self.metrics,
+                       self.max_users(shop))  # fmt: skip
+
+
+R = TypeVar("R")
+
+
+def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> RunResult:
+    """Run every window and round; returns the run's results.
 
     ``checkpoint``: the directory of the server checkpoint, written after every step (None:
     no checkpoint). When it holds a checkpoint of this configuration and
     ``federated.resume`` is on, the run continues after its last step."""
     fed = cfg.federated
     random.seed(cfg.seed)  # Flower samples nodes with the random module
-    data = server_plan(cfg)  # only the public catalogue and window bounds
-    n_windows = data.n_windows
-    strategy = build_strategy(cfg.strategy, fed)
     store = ServerCheckpoint(checkpoint, cfg) if checkpoint is not None else None
     snap = store.load() if store is not None and fed.resume else None  # config checked first
+    server = Server(grid, cfg, snap.result if snap is not None else RunResult())
+    data, result = server.data, server.result  # data: only the public catalogue and windows
+    n_windows = data.n_windows
+    strategy = build_strategy(cfg.strategy, fed)
     nodes = wait_for_shops(grid, fed.min_shops, fed.wait_timeout_s)
     log.info("%d shops connected; %d windows x %d rounds", len(nodes), n_windows, fed.rounds)
 
     def save(window: int, next_round: int) -> None:
         if store is not None:
-            store.save(Snapshot.take(window, next_round, server_round, out, glob.model, strategy))
+            store.save(
+                Snapshot.take(window, next_round, server_round, result, glob.model, strategy)
+            )
 
     if snap is None:
-        out: dict[str, Any] = {"rounds": [], "bytes_up": 0, "bytes_down": 0, "rejected": []}
         final_items = data.n_items_known(n_windows - 1)
         glob = GlobalModel(cfg, final_items)
-        out["baseline"] = evaluate_all(grid, glob.record(), UNTRAINED, final_items, cfg, out)
-        out["rows"] = []
+        result.baseline = evaluate_all(server, glob.record(), UNTRAINED, final_items)
         glob = GlobalModel(cfg, data.n_items_known(0))
         first_window, first_round, server_round = 0, 1, 0
         save(first_window, first_round)
     else:
         glob = GlobalModel(cfg, snap.n_items)
         snap.restore(glob.model, strategy)
-        out, server_round = snap.out, snap.server_round
+        server_round = snap.server_round
         first_window, first_round = snap.window, snap.round
         _log_resume(first_window, first_round, fed.rounds, n_windows, checkpoint)
-        out.setdefault("resumed_from", []).append(
+        result.resumed_from.append(
             {"window": first_window, "round": first_round, "server_round": server_round}
         )
     for t in range(first_window, n_windows):
@@ -160,12 +215,11 @@ def run_federated(grid: Grid, cfg: Any, checkpoint: Path | None = None) -> dict[
             grow_strategy_state(strategy, glob.record())
         for r in range(start, fed.rounds + 1):
             server_round += 1
-            step = (t, r, server_round)
-            train_round(grid, strategy, glob, cfg, step, n_items, n_windows, out)
+            train_round(server, strategy, glob, (t, r, server_round), n_items)
             save(t, r + 1)
-        out["rows"].append(evaluate_all(grid, glob.record(), t, n_items, cfg, out))
+        result.add_row(evaluate_all(server, glob.record(), t, n_items))
         save(t + 1, 1)
-    return out
+    return result
 
 
 def _log_resume(window: int, round_: int, rounds: int, n_windows: int, where: Path) -> None:
@@ -178,126 +232,125 @@ def _log_resume(window: int, round_: int, rounds: int, n_windows: int, where: Pa
 
 
 def train_round(
-    grid: Grid,
+    server: Server,
     strategy: Strategy,
     glob: GlobalModel,
-    cfg: Any,
     step: tuple[int, int, int],
     n_items: int,
-    n_windows: int,
-    out: dict[str, Any],
 ) -> None:
     """One round of training and aggregation at ``step`` = (window, round, server round);
-    its log entry, bytes and rejections go to ``out``."""
+    its log row, bytes and rejections go to the server's result."""
+    cfg, grid, result = server.cfg, server.grid, server.result
     fed = cfg.federated
     t, r, server_round = step
     start = time.perf_counter()
     arrays = glob.record()
-    conf = ConfigRecord({"window": t, "round": r, "n-items": n_items})
     # Shops may have gone away since the start: Flower's sampling would wait for them with no
     # time limit; wait federated.wait_timeout_s at most, then stop with a clear error.
     need = min(cfg.strategy.min_train_nodes, fed.min_shops)
     wait_for_shops(grid, need, fed.wait_timeout_s, "strategy.min_train_nodes")
+    conf = train_config(t, r, n_items)
     messages = list(strategy.configure_train(server_round, arrays, conf, grid))
-    replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout_s))
-    good, rejected = valid_replies(replies, Spec.of(arrays), fed.max_examples, messages)
+    spec = Spec.of(arrays)
+    good, bad = server.exchange(
+        messages, lambda content: decode_train_reply(content, spec, fed.max_examples), (t, r)
+    )
+    for msg, reply in good:  # strategies see exactly the checked arrays and weight
+        msg.content = aggregable(reply)
     down = record_bytes(arrays) * len(messages)
-    up = sum(record_bytes(m.content.array_records[ARRAYS]) for m in good)
-    replies_m = [m.content.metric_records[METRICS] for m in good]
-    examples = sum(int(m[NUM_EXAMPLES]) for m in replies_m)
-    shop_train_s = sum(float(m.get("train-s", 0.0)) for m in replies_m)
-    shop_cpu_s = sum(float(m.get("train-cpu-s", 0.0)) for m in replies_m)
+    up = sum(record_bytes(reply.arrays) for _, reply in good)
     loss = None
     if good:
-        agg, metrics = strategy.aggregate_train(server_round, good)
+        agg, metrics = strategy.aggregate_train(server_round, [m for m, _ in good])
         if agg is not None:
             glob.load(agg)
         loss = None if metrics is None else metrics.get("train-loss")
-    out["bytes_up"] += up
-    out["bytes_down"] += down
-    out["rejected"] += [{"window": t, "round": r, "node": n, "why": w} for n, w in rejected]
+    result.bytes_up += up
+    result.bytes_down += down
     seconds = time.perf_counter() - start
     log.info(
         "window %2d/%d round %d/%d  shops %d/%d ok  loss %s  up %.1f MB  down %.1f MB  %.1fs",
-        t, n_windows - 1, r, fed.rounds, len(good), len(messages),
+        t, server.data.n_windows - 1, r, fed.rounds, len(good), len(messages),
         "-" if loss is None else f"{loss:.4f}", up / 1e6, down / 1e6, seconds,
     )  # fmt: skip
-    out["rounds"].append(
-        {
-            "window": t, "round": r, "unit": "federated", "shops": len(messages),
-            "ok": len(good), "rejected": len(rejected), "loss": loss, "examples": examples,
-            "train_s": round(shop_train_s, 3), "train_cpu_s": round(shop_cpu_s, 3),
-            "bytes_up": up, "bytes_down": down, "round_s": round(seconds, 3),
-        }
+    replies = [reply for _, reply in good]
+    result.rounds.append(
+        RoundRow(
+            window=t, round=r, unit="federated", shops=len(messages), ok=len(good),
+            rejected=len(bad), rejected_shops=";".join(bad), loss=loss,
+            events=sum(x.new_events for x in replies),
+            examples=sum(x.num_examples for x in replies),
+            train_s=round(sum(x.train_s for x in replies), 3),
+            train_cpu_s=round(sum(x.train_cpu_s for x in replies), 3),
+            bytes_up=up, bytes_down=down, round_s=round(seconds, 3),
+        )
     )  # fmt: skip
 
 
-def evaluate_all(grid: Grid, arrays, window: int, n_items: int, cfg: Any, out: dict) -> dict:
-    """Every shop evaluates the model; returns ``{variant: [{shop: cell} per window]}``."""
-    nodes = list(grid.get_node_ids())
-    conf = ConfigRecord({"window": window, "n-items": n_items})
+def evaluate_all(server: Server, arrays: ArrayRecord, window: int, n_items: int) -> Row:
+    """Every shop evaluates the model; returns ``{variant: [{shop: cell} per window]}``.
+
+    The shops' fine-tuning (personalisation) is training too: its cost is in the step's row."""
+    start = time.perf_counter()
+    conf = evaluate_config(window, n_items)
     messages = [
         Message(
             content=RecordDict({ARRAYS: arrays, CONFIG: conf}),
             message_type=MessageType.EVALUATE,
             dst_node_id=node,
         )
-        for node in nodes
+        for node in server.grid.get_node_ids()
     ]
-    replies = list(grid.send_and_receive(messages, timeout=cfg.federated.round_timeout_s))
-    out["bytes_down"] += record_bytes(arrays) * len(messages)
-    data = server_plan(cfg)
-    row: dict[str, list[dict]] = {v: [{} for _ in range(data.n_windows)] for v in cfg.eval.variants}
-    tuned = {"examples": 0, "train_s": 0.0, "train_cpu_s": 0.0, "shops": 0}
-    for msg in replies:
-        if msg.has_error():
-            node = reply_node(msg, messages)
-            log.warning("evaluation failed at node %s: %s", node, msg.error.reason)
-            continue
-        shop = str(msg.content.config_records["shop"]["shop"])
-        metrics = dict(msg.content.metric_records[METRICS])
-        for v, cells in metrics_to_cells(metrics, data.n_windows, cfg.eval.variants).items():
+
+    def decode(content: RecordDict) -> EvalReply:
+        return decode_eval_reply(content, server.row_spec(_claimed_shop(content)))
+
+    good, bad = server.exchange(messages, decode, (window, 0))
+    down = record_bytes(arrays) * len(messages)
+    server.result.bytes_down += down
+    n_windows = server.data.n_windows
+    row: Row = {v: [{} for _ in range(n_windows)] for v in server.cfg.eval.variants}
+    tuned = [reply.finetune for _, reply in good if reply.finetune is not None]
+    for _, reply in good:
+        for v, cells in reply.cells.items():
             for i, cell in enumerate(cells):
-                row[v][i][shop] = cell
-        if FINETUNE_EXAMPLES in metrics:
-            tuned["shops"] += 1
-            tuned["examples"] += int(metrics[FINETUNE_EXAMPLES])
-            tuned["train_s"] += float(metrics.get(FINETUNE_S, 0.0))
-            tuned["train_cpu_s"] += float(metrics.get(FINETUNE_CPU_S, 0.0))
-    if tuned["shops"]:  # personalisation is training too: counted in the cost, in rounds.csv
-        out["rounds"].append(
-            {
-                "window": window, "round": 0, "unit": "finetune", "shops": tuned["shops"],
-                "ok": tuned["shops"], "rejected": 0, "loss": None,
-                "examples": tuned["examples"], "train_s": round(tuned["train_s"], 3),
-                "train_cpu_s": round(tuned["train_cpu_s"], 3), "bytes_up": 0, "bytes_down": 0,
-                "round_s": 0.0,
-            }
-        )  # fmt: skip
+                row[v][i][reply.shop] = cell
+    server.result.rounds.append(
+        RoundRow(
+            window=window, round=0, unit="evaluate", shops=len(messages), ok=len(good),
+            rejected=len(bad), rejected_shops=";".join(bad),
+            examples=sum(c.examples for c in tuned),
+            train_s=round(sum(c.seconds for c in tuned), 3),
+            train_cpu_s=round(sum(c.cpu_s for c in tuned), 3),
+            eval_s=round(time.perf_counter() - start, 3), bytes_down=down,
+        )
+    )  # fmt: skip
     return row
 
 
-def write_report(cfg: Any, result: dict, out_dir: Path, config_yaml: str, wall_s: float) -> dict:
+def _claimed_shop(content: RecordDict) -> str:
+    """The shop name a reply claims, for the bound on its user counts ("" if none)."""
+    try:
+        return str(content.config_records[SHOP][SHOP])
+    except (KeyError, TypeError):
+        return ""
+
+
+def write_report(
+    cfg: Config, result: RunResult, out_dir: Path, config_yaml: str, wall_s: float
+) -> dict:
     """metrics.json and the rest of the run directory for a federated run."""
     from fedcl.data.prepare import data_digest
-    from fedcl.report import build_metrics, write_run_dir
 
     data = server_plan(cfg)
-    cells = {v: [row[v] for row in result["rows"]] for v in cfg.eval.variants}
-    doc = build_metrics(
+    return report.write_report(
+        out_dir,
+        result,
         mode="federated",
-        metric=cfg.eval.metric,
+        eval_cfg=cfg.eval,
         seed=cfg.seed,
-        wall_s=wall_s,
-        cells=cells,
-        baseline=result["baseline"],
-        shops=report_shops(data, result),
+        shops=data.shops,
         data_sha256=data.digest if isinstance(data, Plan) else data_digest(cfg.data),
         config_yaml=config_yaml,
-        comm={"bytes_up": result["bytes_up"], "bytes_down": result["bytes_down"]},
+        wall_s=wall_s,
     )
-    doc["rejected_replies"] = result["rejected"]
-    # Where a restarted server continued (wall_s counts the last run only); [] = never.
-    doc["resumed_from"] = result.get("resumed_from", [])
-    write_run_dir(out_dir, doc, result["rounds"], config_yaml)
-    return doc

@@ -6,17 +6,18 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from fedcl.config import Config
 
-def run_in_simulation(cfg: Any, out_dir: Path, n_shops: int) -> None:
+
+def run_in_simulation(cfg: Config, out_dir: Path, n_shops: int) -> None:
     """Run the ServerApp and one ClientApp per shop on Ray; the server writes ``out_dir``."""
     from flwr.simulation import run_simulation
 
-    from clients.app import make_client_app
-    from server.app import make_server_app
+    from fedcl.federated.client_app import make_client_app
+    from fedcl.federated.server_app import make_server_app
 
     gpus = cfg.federated.gpus_per_shop if torch.cuda.is_available() else 0.0
     backend_config = {

@@ -136,6 +136,12 @@ def aggregate(metrics: UserMetrics | Sequence[UserMetrics]) -> dict[str, float |
     return out
 
 
+def metric_names(ks: Sequence[int]) -> list[str]:
+    """The per-user metrics :func:`evaluate` reports for cut-offs ``ks``."""
+    ks = _check_ks(tuple(ks))
+    return [*_names("hr", ks), *_names("ndcg", ks), *_names("recall", ks), "mrr"]
+
+
 @torch.no_grad()
 def evaluate(
     score_all: ScoreAll,

@@ -1,5 +1,6 @@
-"""What a shop does when the server asks it to train or evaluate (no Flower types here
-beyond the records): the same code for simulation and deployment.
+"""What a shop does when the server asks it to train or evaluate: the same code for
+simulation and deployment, and no Flower (:mod:`fedcl.federated.client_app` turns messages
+into these calls and the typed replies back into records).
 
 A shop rebuilds its :class:`UnitLearner` from its state store for each message, loads the
 global shared parameters, keeps its ``local_keys`` and private state, and returns only shared
@@ -11,52 +12,34 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from fedcl.config import Config
 from fedcl.data.dataset import PreparedData
-from fedcl.data.prepare import prepare_cached
 from fedcl.evaluation import Evaluator
 from fedcl.federated.config import is_local, local_keys
-from fedcl.federated.ingest import EventLog, ingest_log
-from fedcl.federated.state import ShopStateStore
 from fedcl.learner import UnitLearner, build_model
-from fedcl.train import TrainStats
+from fedcl.models.base import Recommender
+from fedcl.run_data import is_run_data, run_data
+from fedcl.shop.ingest import EventLog, ingest_log
+from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply, withhold
+from fedcl.shop.store import GenerationStore
 
-UNTRAINED = -1  # evaluate-config window meaning "the untrained model" (FWT baseline)
-#: Evaluate-reply metrics of the personalisation's fine-tuning (its cost; no user data).
-FINETUNE_EXAMPLES, FINETUNE_S, FINETUNE_CPU_S = "finetune-examples", "finetune-s", "finetune-cpu-s"
+#: The evaluate window meaning "the untrained model" (FWT's baseline row).
+UNTRAINED = -1
 
-
-#: Per-process caches: a simulation actor (or a long-lived agent) serves many messages.
-_DATA: dict[str, PreparedData] = {}
+#: Per-process cache: a simulation actor (or a long-lived agent) serves many messages.
 _EVALUATORS: dict[str, Evaluator] = {}
 
 
-def _key(*parts: Any) -> str:
-    return json.dumps([dataclasses.asdict(p) for p in parts], sort_keys=True, default=str)
-
-
-def shop_data(cfg: Any) -> PreparedData:
-    """The prepared data of the run (prepared once, then read from the cache); with
-    ``eval.on=validation`` its validation view, as in the other modes (server and shops
-    then agree on the shortened train parts and the catalogue they know)."""
-    key = _key(cfg.data) + f"|{cfg.eval.on}|{cfg.eval.val_fraction}"
-    if key not in _DATA:
-        data = prepare_cached(cfg.data)[0]
-        if cfg.eval.on == "validation":
-            data = data.validation_view(cfg.eval.val_fraction)
-        _DATA[key] = data
-    return _DATA[key]
-
-
-def evaluator(cfg: Any, data: PreparedData, device: torch.device) -> Evaluator:
+def evaluator(cfg: Config, data: PreparedData, device: torch.device) -> Evaluator:
     """An evaluator whose task cache lives as long as the process (for the run's prepared
     data; a shop's own log changes between messages: its data gets a fresh evaluator)."""
-    if not any(data is d for d in _DATA.values()):
+    if not is_run_data(data):
         return Evaluator(data, cfg.eval, device)
-    key = _key(cfg.data, cfg.eval) + str(device)
+    parts = [dataclasses.asdict(p) for p in (cfg.data, cfg.eval)]
+    key = json.dumps(parts, sort_keys=True, default=str) + str(device)
     if key not in _EVALUATORS:
         _EVALUATORS[key] = Evaluator(data, cfg.eval, device)
     return _EVALUATORS[key]
@@ -65,26 +48,26 @@ def evaluator(cfg: Any, data: PreparedData, device: torch.device) -> Evaluator:
 class ShopAgent:
     """One shop's side of federation.
 
-    ``data``: the run's prepared data (default: :func:`shop_data`, as in simulation), or
-    the shop's own :class:`~fedcl.federated.ingest.EventLog`: then what is new in the log is
-    ingested (state dir ``<shop>/ingest``) before the learner is built, into the first
+    ``data``: the run's prepared data (default: :func:`~fedcl.run_data.run_data`, as in
+    simulation), or the shop's own :class:`~fedcl.shop.ingest.EventLog`: then what is new in
+    the log is ingested (state dir ``<shop>/ingest``) before the learner is built, into the first
     window its learner has not entered yet when it arrives late.
     """
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: Config,
         shop: str,
         state_dir: str | Path,
         device: torch.device,
         data: PreparedData | EventLog | None = None,
     ):
         self.cfg, self.shop, self.device = cfg, shop, device
-        self.store = ShopStateStore(Path(state_dir) / _safe(shop))
+        self.store = GenerationStore(Path(state_dir) / _safe(shop))
         self._loaded: dict | None = None  # state read by _open_window, for _learner to reuse
         if isinstance(data, EventLog):
             data = ingest_log(shop, data, self.store.dir / "ingest", self._open_window())
-        self.data = data if data is not None else shop_data(cfg)
+        self.data = data if data is not None else run_data(cfg.data, cfg.eval)
         if shop not in self.data.shops:
             raise ValueError(f"shop {shop!r} is not in the data (shops: {self.data.shops})")
         number = self.data.report.get("shop_number", self.data.shops.index(shop))
@@ -127,31 +110,34 @@ class ShopAgent:
 
     # --- the two handlers -------------------------------------------------------------
     def train(
-        self, shared: dict[str, torch.Tensor], window: int, n_items: int
-    ) -> tuple[dict, dict]:
-        """One round of local training at ``window``; returns (shared arrays, metrics).
+        self,
+        shared: dict[str, torch.Tensor],
+        window: int,
+        n_items: int,
+        proximal_mu: float = 0.0,
+    ) -> TrainReply:
+        """One round of local training at ``window``.
 
-        ``n_items``: the catalogue size of the global arrays (the server grows them)."""
+        ``n_items``: the catalogue size of the global arrays (the server grows them);
+        ``proximal_mu``: FedProx's mu, as the server's strategy sent it (0: off)."""
         learner, _ = self._learner(shared, n_items)
         new = learner.enter(window)
-        mu = self.cfg.strategy.proximal_mu
         anchor = {k: v.detach().clone() for k, v in self._outgoing(learner).items()}
-        prox = _proximal(anchor, mu) if mu > 0 else None
+        prox = _proximal(anchor, proximal_mu) if proximal_mu > 0 else None
         stats = learner.train(new, self.cfg.train, extra=prox, reset=False)
         self._save(learner)
-        metrics = {
-            "num-examples": max(int(stats.examples), 1),
-            "train-loss": float(stats.loss) if stats.loss == stats.loss else 0.0,
-            "new-events": len(new),
-            "train-s": float(stats.seconds),
-            "train-cpu-s": float(stats.cpu_s),
-        }
-        return self._outgoing(learner), metrics
+        return TrainReply(
+            shop=self.shop,
+            arrays=self._outgoing(learner),
+            num_examples=max(int(stats.examples), 1),
+            train_loss=float(stats.loss) if stats.loss == stats.loss else 0.0,
+            new_events=len(new),
+            train_s=float(stats.seconds),
+            train_cpu_s=float(stats.cpu_s),
+        )
 
-    def evaluate(
-        self, shared: dict[str, torch.Tensor], window: int, n_items: int
-    ) -> dict[str, float | int]:
-        """Cells of row ``window`` as aggregates over >= ``min_users`` users each."""
+    def evaluate(self, shared: dict[str, torch.Tensor], window: int, n_items: int) -> EvalReply:
+        """Cells of row ``window`` as aggregates over >= ``federated.min_users`` users each."""
         tuned = None
         if window == UNTRAINED:
             last = self.data.n_windows - 1
@@ -167,14 +153,12 @@ class ShopAgent:
                 self._save(learner)
             model, tuned = self._personal(learner, window)
         row = evaluator(self.cfg, self.data, self.device).row(model, self.shop)
-        metrics = cells_to_metrics(row, self.shop, self.cfg.federated.min_users)
-        if tuned is not None:
-            metrics[FINETUNE_EXAMPLES] = int(tuned.examples)
-            metrics[FINETUNE_S] = float(tuned.seconds)
-            metrics[FINETUNE_CPU_S] = float(tuned.cpu_s)
-        return metrics
+        cells = withhold(row, self.shop, self.cfg.federated.min_users)
+        return EvalReply(shop=self.shop, cells=cells, finetune=tuned)
 
-    def _personal(self, learner: UnitLearner, window: int) -> tuple[Any, TrainStats | None]:
+    def _personal(
+        self, learner: UnitLearner, window: int
+    ) -> tuple[Recommender, TrainingCost | None]:
         """The model this shop serves at ``window`` and what tuning it cost: the global
         one, or with ``federated.finetune_epochs`` a private copy fine-tuned on the shop's
         own window (not saved: the next round starts from the aggregate again)."""
@@ -184,49 +168,7 @@ class ShopAgent:
             return learner.model, None
         train = dataclasses.replace(self.cfg.train, epochs=epochs)
         stats = learner.train(learner.events(window, window), train, reset=False)
-        return learner.model, stats
-
-
-def cells_to_metrics(row: dict, shop: str, min_users: int) -> dict[str, float | int]:
-    """Flatten ``row[variant][i][shop]`` to MetricRecord keys ``variant/metric/i``.
-
-    A cell over fewer than ``min_users`` users is withheld (sent as ``n_users`` 0).
-    """
-    out: dict[str, float | int] = {}
-    for variant, cells in row.items():
-        for i, by_shop in enumerate(cells):
-            cell = by_shop.get(shop, {})
-            n = int(cell.get("n_users") or 0)
-            if n < max(min_users, 1):
-                out[f"{variant}/n_users/{i}"] = 0
-                continue
-            out[f"{variant}/n_users/{i}"] = n
-            for k, v in cell.items():
-                if k != "n_users" and v is not None:
-                    out[f"{variant}/{k}/{i}"] = float(v)
-    return out
-
-
-def metrics_to_cells(metrics: dict, n_windows: int, variants: list[str]) -> dict:
-    """The inverse of :func:`cells_to_metrics` for one shop: ``{variant: [cell per i]}``."""
-    out = {}
-    for v in variants:
-        cells = []
-        for i in range(n_windows):
-            n = int(metrics.get(f"{v}/n_users/{i}", 0))
-            cell = {"n_users": n}
-            for key, value in metrics.items():
-                parts = key.split("/")
-                if (
-                    len(parts) == 3
-                    and parts[0] == v
-                    and parts[2] == str(i)
-                    and parts[1] != "n_users"
-                ):
-                    cell[parts[1]] = float(value) if n else None
-            cells.append(cell)
-        out[v] = cells
-    return out
+        return learner.model, TrainingCost(int(stats.examples), stats.seconds, stats.cpu_s)
 
 
 def _proximal(anchor: dict[str, torch.Tensor], mu: float):

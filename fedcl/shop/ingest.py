@@ -32,7 +32,7 @@ whose plan covers it.
 
 **Atomicity.** The watermark, the user map (user id -> private index, in order of first
 sight), the events table, the kept-line hashes and the quarantine form one generation of a
-:class:`~fedcl.federated.state.ShopStateStore`, committed before any learning. A crash
+:class:`~fedcl.shop.store.GenerationStore`, committed before any learning. A crash
 before the commit re-reads the same rows; a crash after it loses nothing, because the
 learner's own window watermark still says which windows it has observed.
 """
@@ -68,11 +68,11 @@ from fedcl.data.schema import (
     DataError,
 )
 from fedcl.data.sources.csv import CsvConfig, describe_layout, input_columns, source_frame
-from fedcl.data.sources.fileio import PARQUET_SUFFIXES, read_table
+from fedcl.data.sources.table_files import PARQUET_SUFFIXES, read_table
 from fedcl.data.validate import validate
-from fedcl.federated.state import ShopStateStore
+from fedcl.shop.store import GenerationStore
 
-log = logging.getLogger("fedcl.federated")
+log = logging.getLogger("fedcl.shop")
 
 HELD = -1  # window of a row no window of the plan can take yet
 QUARANTINE_VIEW = "quarantine.csv"  # a readable copy of the quarantine, next to the state
@@ -115,7 +115,7 @@ class ShopIngest:
         self.path = Path(source.path).expanduser()
         self.plan = Plan.load(source.plan_dir)
         self.dir = Path(directory)
-        self.store = ShopStateStore(self.dir)
+        self.store = GenerationStore(self.dir)
         self.state = self.store.load() or _empty_state()
 
     @property

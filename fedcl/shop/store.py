@@ -1,4 +1,6 @@
-"""A shop's durable state: private parameters, continual-method state, window watermark.
+"""Durable state in atomic, checksummed generations: a shop's private parameters, continual
+state and watermarks (:mod:`fedcl.shop.agent`, :mod:`fedcl.shop.ingest`), and the server's
+checkpoint (:mod:`fedcl.federated.checkpoint`).
 
 The same store serves simulation and deployment. A state is a nested dict whose leaves are
 tensors, numpy arrays or plain scalars/strings. Each save writes a new generation atomically
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger("fedcl.federated")
+log = logging.getLogger("fedcl.shop")
 Tree = dict[str, Any]
 _SEP = "/"
 _GEN = re.compile(r"^state-(\d{8})\.npz$")
@@ -78,8 +80,8 @@ def unflatten(arrays: dict[str, np.ndarray], kinds: dict[str, str]) -> Tree:
     return tree
 
 
-class ShopStateStore:
-    """Generations of one shop's state in ``directory`` (keeps the newest ``keep``)."""
+class GenerationStore:
+    """Generations of one state in ``directory`` (keeps the newest ``keep``)."""
 
     def __init__(self, directory: str | Path, keep: int = 2) -> None:
         self.dir = Path(directory)

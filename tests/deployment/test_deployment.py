@@ -124,9 +124,9 @@ def _generations(directory: Path) -> list[int]:
 
 
 def _load_state(directory: Path) -> dict:
-    from fedcl.federated.state import ShopStateStore
+    from fedcl.shop.store import GenerationStore
 
-    state = ShopStateStore(directory).load()
+    state = GenerationStore(directory).load()
     assert state is not None, f"no state in {directory}"
     return state
 

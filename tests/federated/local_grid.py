@@ -18,7 +18,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from clients.app import make_client_app
+from fedcl.federated.client_app import make_client_app
 
 FIRST_NODE = 10
 

@@ -6,12 +6,29 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from local_grid import LocalGrid
 
-from clients.app import make_client_app
 from fedcl.errors import ConfigError
-from fedcl.federated.records import ARRAYS, CONFIG, METRICS, Spec, reply_problem
+from fedcl.federated.client_app import make_client_app
+from fedcl.federated.protocol import (
+    ARRAYS,
+    CONFIG,
+    FINETUNE_CPU_S,
+    FINETUNE_EXAMPLES,
+    FINETUNE_S,
+    METRICS,
+    SHOP,
+    Spec,
+    decode_train_reply,
+)
 from fedcl.federated.server_loop import GlobalModel
-from fedcl.federated.shop import FINETUNE_CPU_S, FINETUNE_EXAMPLES, FINETUNE_S, shop_data
+from fedcl.federated.strategies import build_strategy
+from fedcl.run_data import run_data
+
+
+def shop_data(cfg):
+    return run_data(cfg.data, cfg.eval)
+
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
@@ -47,7 +64,7 @@ def test_train_reply_holds_exactly_the_shared_arrays(tiny_cfg):
     reply = app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
 
     content = reply.content
-    assert reply_problem(content, Spec.of(arrays), 1e8) is None
+    assert decode_train_reply(content, Spec.of(arrays), 1e8).shop == data.shops[0]
     sent = content.array_records[ARRAYS]
     assert set(sent.keys()) == set(arrays.keys())
     n_users = data.n_users_known(data.shops[0], 0)
@@ -61,7 +78,7 @@ def test_train_reply_holds_exactly_the_shared_arrays(tiny_cfg):
         "train-s",
         "train-cpu-s",
     }
-    assert not content.config_records
+    assert {k: dict(v) for k, v in content.config_records.items()} == {SHOP: {SHOP: data.shops[0]}}
 
 
 def test_training_changes_shared_arrays_and_persists_private_state(tiny_cfg, tmp_path):
@@ -121,7 +138,7 @@ def test_catalogue_growth_keeps_shapes_consistent(tiny_cfg):
 
     first = app(_message(MessageType.TRAIN, arrays, 2, data.n_items_known(2)), _context(2))
 
-    assert reply_problem(first.content, Spec.of(arrays), 1e8) is None
+    assert decode_train_reply(first.content, Spec.of(arrays), 1e8).num_examples > 0
     assert first.content.array_records[ARRAYS]["item_emb.weight"].shape[0] == (
         data.n_items_known(2)
     )
@@ -203,3 +220,32 @@ def test_finetuning_cost_is_reported_with_the_evaluation(tiny_cfg):
     per_epoch = trained.content.metric_records[METRICS]["num-examples"] / cfg.train.epochs
     assert metrics[FINETUNE_EXAMPLES] == 2 * per_epoch  # 2 epochs over the same window
     assert metrics[FINETUNE_S] > 0 and metrics[FINETUNE_CPU_S] > 0
+
+
+def test_fedprox_mu_is_read_from_the_message_as_flowers_fedprox_sends_it(tiny_cfg, tmp_path):
+    overrides = ("strategy=fedprox", "strategy.proximal_mu=100.0", "train.batch_size=16")
+    cfg = tiny_cfg(*overrides)
+    strategy = build_strategy(cfg.strategy, cfg.federated)
+    arrays, n_items, _ = _global(cfg, 0)
+    plain = {"window": 0, "round": 1, "n-items": n_items}
+    sent = next(iter(strategy.configure_train(1, arrays, ConfigRecord(plain), LocalGrid(cfg, 3))))
+
+    def trained(config: ConfigRecord, run: str) -> np.ndarray:
+        """Shop 0's first round with ``config``, from a fresh state directory."""
+        fresh = tiny_cfg(*overrides, f"federated.state_dir={tmp_path / run}")
+        msg = Message(
+            content=RecordDict({ARRAYS: arrays, CONFIG: config}),
+            message_type=MessageType.TRAIN,
+            dst_node_id=10,
+        )
+        reply = make_client_app(fresh)(msg, _context(0))
+        return reply.content.array_records[ARRAYS]["item_emb.weight"].numpy()
+
+    with_mu, again = trained(sent.content[CONFIG], "a"), trained(sent.content[CONFIG], "b")
+    without = trained(ConfigRecord(plain), "c")
+    doubled = trained(ConfigRecord({**dict(sent.content[CONFIG]), "proximal-mu": 200.0}), "d")
+
+    assert sent.content[CONFIG]["proximal-mu"] == 100.0
+    assert np.array_equal(with_mu, again)  # deterministic from the same state
+    assert not np.array_equal(with_mu, without)  # the shop applied the proximal term ...
+    assert not np.array_equal(with_mu, doubled)  # ... with the mu the message carried

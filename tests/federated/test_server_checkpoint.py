@@ -21,13 +21,13 @@ from fedcl.federated.checkpoint import (
     strategy_state,
 )
 from fedcl.federated.server_loop import run_federated, write_report
-from fedcl.federated.state import ShopStateStore
+from fedcl.shop.store import GenerationStore
 
 N_SHOPS = 3
 #: Steps of a 2-window x 2-round run, one grid call each: the untrained baseline, then
 #: train w0r1, train w0r2, evaluate w0, train w1r1, train w1r2, evaluate w1.
 STEPS = ["baseline", "w0r1", "w0r2", "eval0", "w1r1", "w1r2", "eval1"]
-TIMINGS = ("round_s", "train_s", "train_cpu_s")  # measured times in the rounds log
+TIMINGS = ("round_s", "train_s", "train_cpu_s", "eval_s")  # measured times in the rounds log
 
 
 pytestmark = pytest.mark.usefixtures("server_identity")
@@ -62,8 +62,9 @@ def _cfg(tiny_cfg, tmp_path, name: str, *overrides: str):
     return dataclasses.replace(cfg, federated=fed)
 
 
-def _log(out: dict) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in out["rounds"]]
+def _log(result) -> list[dict]:
+    rows = [dataclasses.asdict(r) for r in result.rounds]
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
 
 
 def _assert_same_state(a, b) -> None:
@@ -118,13 +119,13 @@ def test_resumed_run_equals_uninterrupted_run(
         ServerCheckpoint(tmp_path / "whole" / "ckpt", whole).load(),
     )
     assert _log(resumed) == _log(expected)
-    units = [r["unit"] for r in resumed["rounds"]]
-    assert units.count("federated") == 4 and units.count("finetune") == 2  # one per window
-    assert resumed["rows"] == expected["rows"] and len(resumed["rows"]) == 2
-    assert resumed["baseline"] == expected["baseline"]
+    units = [r.unit for r in resumed.rounds]
+    assert units.count("federated") == 4 and units.count("evaluate") == 3  # baseline + 2
+    assert resumed.cells == expected.cells and len(resumed.cells["new"]) == 2
+    assert resumed.baseline == expected.baseline
     for key in ("bytes_up", "bytes_down", "rejected"):
-        assert resumed[key] == expected[key], key
-    assert len(resumed["resumed_from"]) == 1 and "resumed_from" not in expected
+        assert getattr(resumed, key) == getattr(expected, key), key
+    assert len(resumed.resumed_from) == 1 and expected.resumed_from == []
 
 
 def test_fedadam_moments_are_restored(tiny_cfg, tmp_path):
@@ -149,7 +150,7 @@ def test_a_finished_run_resumes_to_its_report_without_training(tiny_cfg, tmp_pat
     again = run_federated(grid, cfg, ckpt)
 
     assert grid.sent == []
-    assert again["rows"] == first["rows"] and _log(again) == _log(first)
+    assert again.cells == first.cells and _log(again) == _log(first)
     doc = write_report(cfg, again, tmp_path / "report", "mode: federated\n", 1.0)
     assert doc["resumed_from"] == [{"window": 2, "round": 1, "server_round": 4}]
     assert len(doc["r_matrix"]) == 2
@@ -214,10 +215,10 @@ def test_corrupt_newest_generation_falls_back_to_the_previous(tiny_cfg, tmp_path
     assert (snap.window, snap.round, snap.server_round) == (0, 2, 1)  # after w0r1
     assert f"resuming at window 0 round 2 from {ckpt}" in caplog.text
     # Round w0r2 ran again (the shops trained it twice); the schedule is still complete.
-    assert [(r["window"], r["round"]) for r in resumed["rounds"] if r["unit"] == "federated"] == [
+    assert [(r.window, r.round) for r in resumed.rounds if r.unit == "federated"] == [
         (0, 1), (0, 2), (1, 1), (1, 2),
     ]  # fmt: skip
-    assert len(resumed["rows"]) == 2
+    assert len(resumed.cells["new"]) == 2
 
 
 @pytest.mark.parametrize("cls", [FedAvgM, FedAdam])
@@ -233,7 +234,7 @@ def test_strategy_state_round_trips_through_the_store(cls, tmp_path):
         strategy.current_arrays = dict(arrays)
         strategy.m_t = {k: v + 1 for k, v in arrays.items()}
         # v_t stays None
-    store = ShopStateStore(tmp_path)
+    store = GenerationStore(tmp_path)
     store.save({"strategy": strategy_state(strategy)})
     fresh = cls(**kwargs)
 

@@ -42,5 +42,5 @@ def test_a_round_trains_with_the_shops_still_online(tiny_cfg, tmp_path):
 
     out = run_federated(ShrinkingGrid(cfg, 3), cfg, tmp_path / "ckpt")
 
-    trained = [r for r in out["rounds"] if r["unit"] == "federated"]
-    assert trained and all(r["shops"] == 1 and r["ok"] == 1 for r in trained)
+    trained = [r for r in out.rounds if r.unit == "federated"]
+    assert trained and all(r.shops == 1 and r.ok == 1 for r in trained)

@@ -8,15 +8,18 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from clients.app import make_client_app
 from fedcl.data.plan import Plan, export_plan
 from fedcl.data.schema import DataError
 from fedcl.errors import ConfigError
-from fedcl.federated.ingest import EventLog, LogRewritten, ShopIngest
-from fedcl.federated.records import ARRAYS, CONFIG, METRICS, from_record
-from fedcl.federated.server_loop import GlobalModel, report_shops, server_plan
-from fedcl.federated.shop import ShopAgent, shop_data
+from fedcl.federated.client_app import make_client_app
+from fedcl.federated.protocol import ARRAYS, CONFIG, METRICS, from_record
+from fedcl.federated.server_loop import GlobalModel, server_plan
 from fedcl.plan import write_shop_logs
+from fedcl.report import listed_shops
+from fedcl.result import RunResult
+from fedcl.run_data import run_data
+from fedcl.shop.agent import ShopAgent
+from fedcl.shop.ingest import EventLog, LogRewritten, ShopIngest
 
 CPU = torch.device("cpu")
 SHOP = "shop_01"
@@ -26,7 +29,7 @@ SHOP = "shop_01"
 def world(tiny_cfg, tmp_path):
     """The tiny federation's prepared data, its published plan and one log per shop."""
     cfg = tiny_cfg()
-    data = shop_data(cfg)
+    data = run_data(cfg.data, cfg.eval)
     export_plan(data, tmp_path / "plan")
     logs = write_shop_logs(data, tmp_path / "logs")
     lines = logs[SHOP].read_text().splitlines(keepends=True)
@@ -68,8 +71,7 @@ def _agent_call(world, kind: str, window: int):
 
 def _train(world, window: int) -> int:
     """Train at ``window``; returns the events the learner observed (``new-events``)."""
-    _, metrics = _agent_call(world, "train", window)
-    return int(metrics["new-events"])
+    return _agent_call(world, "train", window).new_events
 
 
 def _train_rows(ref: pd.DataFrame, window: int) -> int:
@@ -108,7 +110,9 @@ def test_server_reads_the_plan_when_plan_dir_is_set(tiny_cfg, world):
     assert isinstance(plan, Plan)
     assert plan.n_items_known(1) == world["data"].n_items_known(1)
     row = {"new": [{"shop_09": {}}, {SHOP: {}}]}
-    assert report_shops(plan, {"baseline": row, "rows": [row]}) == [*plan.shops, "shop_09"]
+    result = RunResult(baseline=row)
+    result.add_row(row)
+    assert listed_shops(plan.shops, result) == [*plan.shops, "shop_09"]
 
 
 # --- ingest -------------------------------------------------------------------------------
@@ -319,7 +323,7 @@ def test_client_app_on_its_own_log_replies_with_exactly_the_global_arrays(world)
 
 
 def test_client_app_needs_events_and_plan_together(world):
-    from clients.app import _own_log
+    from fedcl.federated.client_app import _own_log
 
     with pytest.raises(ConfigError, match="plan=<plan dir>"):
         _own_log(world["cfg"], {"shop": SHOP, "events": str(world["log"])})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedcl.federated.state import ShopStateStore
+from fedcl.shop.store import GenerationStore
 
 
 def _state(step: int) -> dict:
@@ -23,7 +23,7 @@ def _state(step: int) -> dict:
 
 
 def test_round_trip_is_exact(tmp_path):
-    store = ShopStateStore(tmp_path)
+    store = GenerationStore(tmp_path)
 
     store.save(_state(4))
     back = store.load()
@@ -37,7 +37,7 @@ def test_round_trip_is_exact(tmp_path):
 
 
 def test_newest_generation_wins_and_old_ones_are_pruned(tmp_path):
-    store = ShopStateStore(tmp_path, keep=2)
+    store = GenerationStore(tmp_path, keep=2)
 
     for step in range(5):
         store.save(_state(step))
@@ -47,7 +47,7 @@ def test_newest_generation_wins_and_old_ones_are_pruned(tmp_path):
 
 
 def test_corrupt_newest_falls_back_to_previous(tmp_path):
-    store = ShopStateStore(tmp_path)
+    store = GenerationStore(tmp_path)
     store.save(_state(1))
     newest = store.save(_state(2))
 
@@ -57,7 +57,7 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path):
 
 
 def test_half_written_file_is_ignored(tmp_path):
-    store = ShopStateStore(tmp_path)
+    store = GenerationStore(tmp_path)
     store.save(_state(1))
     (tmp_path / ".state-00000002.npz.tmp123").write_bytes(b"partial")
 
@@ -66,4 +66,4 @@ def test_half_written_file_is_ignored(tmp_path):
 
 
 def test_no_state_is_none(tmp_path):
-    assert ShopStateStore(tmp_path / "nothing").load() is None
+    assert GenerationStore(tmp_path / "nothing").load() is None
