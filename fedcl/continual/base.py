@@ -22,6 +22,7 @@ and across restarts exactly (e.g. with ``np.savez`` of the flattened dict, no pi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,40 @@ from fedcl.models.base import Batch, Recommender
 State = dict[str, Any]  # values: numpy arrays, ints, floats, strings, or nested States
 
 
+@dataclass
+class PartConfig:
+    """What every part's config has (a field of ``ContinualConfig``): ``_target_`` names its
+    :class:`ContinualMethod` class, which builds it with ``from_config``."""
+
+    _target_: str = ""
+    enabled: bool = False
+
+    def check(self, key: str) -> None:
+        """Value checks of the part's own settings (``key``: its dotted path)."""
+
+
+@dataclass
+class BuildContext:
+    """What a part may need to be built: the data's item categories, the seed, and the parts
+    built before it (composition order is the order of ``ContinualConfig``'s fields)."""
+
+    item_groups: np.ndarray | None = None
+    seed: int = 0
+    parts: dict[str, ContinualMethod] = field(default_factory=dict)
+
+
 class ContinualMethod:
     """A no-op hook set (plain fine-tuning); subclasses override what they need."""
 
     #: Retrain from scratch each window (joint training): the runner builds a fresh model.
     reset_model: bool = False
+    #: Gives the whole item table a dense gradient (a sparse optimiser cannot take it).
+    dense_gradient: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: PartConfig, ctx: BuildContext) -> ContinualMethod:
+        """The part built from its config (the registration: ``_target_`` names this class)."""
+        raise NotImplementedError(f"{cls.__name__} has no from_config")
 
     def training_data(self, model: Recommender, new: Interactions, window: int) -> Interactions:
         """The events to train on at this window (default: the new ones)."""

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from fedcl.continual.base import ContinualMethod, State
+from fedcl.continual.base import BuildContext, ContinualMethod, PartConfig, State
 from fedcl.data.interactions import Interactions
 from fedcl.models.base import Recommender
 
 COLUMNS = ("users", "items", "times")
+
+
+@dataclass
+class JointConfig(PartConfig):
+    _target_: str = "fedcl.continual.joint.Joint"
 
 
 class Joint(ContinualMethod):
@@ -20,6 +27,10 @@ class Joint(ContinualMethod):
     """
 
     reset_model = True
+
+    @classmethod
+    def from_config(cls, cfg: JointConfig, ctx: BuildContext) -> Joint:
+        return cls()
 
     def __init__(self) -> None:
         self.users, self.items, self.times = (np.zeros(0, np.int64) for _ in COLUMNS)

@@ -6,16 +6,46 @@ buffer into the window's data; after training, offer the window's new events to 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from fedcl.continual.base import ContinualMethod, State
-from fedcl.continual.buffer import ReplayBuffer
+from fedcl.checks import above, at_least, one_of, within
+from fedcl.continual.base import BuildContext, ContinualMethod, PartConfig, State
+from fedcl.continual.buffer import POLICIES, ReplayBuffer
 from fedcl.continual.herding import item_features
 from fedcl.data.interactions import Interactions
 from fedcl.models.base import Recommender
 
 STREAM = 2  # random stream tag (see buffer.STREAM)
 MAX_MIX = 10.0  # most buffer sizes replayed per window (mix)
+
+
+@dataclass
+class ReplayConfig(PartConfig):
+    _target_: str = "fedcl.continual.replay.Replay"
+    #: Buffer size in events (interactions); 0 = ``budget_fraction`` of the events seen.
+    budget: int = 0
+    #: Of the events seen so far: the buffer grows with the stream (10%: a common middle
+    #: ground in recommendation replay studies between cost and forgetting).
+    budget_fraction: float = 0.1
+    #: reservoir | window | item | category | recency | herding (fedcl/continual/buffer.py).
+    #: recency: chosen on validation (centralized, seeds 0-1): on the recurring-season
+    #: synthetic stream it forgets less than reservoir (BWT -0.019 vs -0.024, naive -0.043)
+    #: and on Online Retail it keeps reservoir's ACC with a better next-window NDCG.
+    policy: str = "recency"
+    #: Buffer sizes mixed into each window's training data: 1 = all of it once, 0.5 = a
+    #: random half, 2 = twice (replayed events weigh twice the new ones). At most 10.
+    mix: float = 1.0
+    #: In windows, for policy=recency: an event this many windows old has half the weight.
+    recency_half_life: float = 2.0
+
+    def check(self, key: str) -> None:
+        one_of(f"{key}.policy", self.policy, POLICIES)
+        at_least(f"{key}.budget", self.budget, 0)
+        within(f"{key}.budget_fraction", self.budget_fraction, 0, 1)
+        within(f"{key}.mix", self.mix, 0, MAX_MIX)
+        above(f"{key}.recency_half_life", self.recency_half_life, 0)
 
 
 class Replay(ContinualMethod):
@@ -46,6 +76,22 @@ class Replay(ContinualMethod):
         self.buffer = buffer
         self.budget, self.budget_fraction, self.mix, self.seed = budget, budget_fraction, mix, seed
         self.draws = 0  # training_data calls so far: the sample's rng is (seed, 2, draws)
+
+    @classmethod
+    def from_config(cls, cfg: ReplayConfig, ctx: BuildContext) -> Replay:
+        buffer = ReplayBuffer(
+            cfg.policy,
+            seed=ctx.seed,
+            recency_half_life=cfg.recency_half_life,
+            item_groups=ctx.item_groups,
+        )
+        return cls(
+            buffer,
+            budget=cfg.budget,
+            budget_fraction=cfg.budget_fraction,
+            mix=cfg.mix,
+            seed=ctx.seed,
+        )
 
     def current_budget(self, seen: int) -> int:
         """The buffer's budget in events after ``seen`` events."""

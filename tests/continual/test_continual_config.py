@@ -9,8 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from fedcl.continual.base import BuildContext
 from fedcl.continual.config import (
     ContinualConfig,
     DistillConfig,
@@ -18,6 +20,7 @@ from fedcl.continual.config import (
     ReplayConfig,
     build_continual,
 )
+from fedcl.continual.joint import JointConfig
 from fedcl.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -75,7 +78,9 @@ def test_bad_values_fail_with_the_key_and_the_fix():
         build_continual(ewc, optimizer="sparse_adam")
     build_continual(ewc, optimizer="adam")
     with pytest.raises(ConfigError, match="joint"):
-        build_continual(ContinualConfig(joint=True, replay=ReplayConfig(enabled=True)))
+        build_continual(
+            ContinualConfig(joint=JointConfig(enabled=True), replay=ReplayConfig(enabled=True))
+        )
 
 
 def test_yaml_defaults_are_the_dataclass_defaults():
@@ -83,3 +88,21 @@ def test_yaml_defaults_are_the_dataclass_defaults():
     expected = ContinualConfig(name="replay_distill")
     expected.replay.enabled = expected.distill.enabled = True
     assert dataclasses.asdict(cfg) == dataclasses.asdict(expected)
+
+
+def test_every_part_is_registered_by_its_target():
+    """The one way to register a continual method: a ``_target_`` class with from_config."""
+    parts = ContinualConfig().parts()
+
+    assert list(parts) == ["joint", "replay", "ewc", "distill"]  # the composition order
+    for name, part in parts.items():
+        cls = get_class(part._target_)
+        assert cls.__module__ == f"fedcl.continual.{name}"
+        assert type(cls.from_config(part, BuildContext())).__name__ == cls.__name__
+
+
+def test_a_bad_target_is_a_config_error():
+    bad = ContinualConfig(ewc=EWCConfig(enabled=True, _target_="fedcl.continual.ewc.Nope"))
+
+    with pytest.raises(ConfigError, match="continual.ewc._target_"):
+        build_continual(bad)

@@ -21,7 +21,7 @@ from fedcl.continual.config import (
 from fedcl.continual.distill import Distill
 from fedcl.continual.ewc import EWC
 from fedcl.continual.herding import item_features
-from fedcl.continual.joint import Joint
+from fedcl.continual.joint import Joint, JointConfig
 from fedcl.continual.replay import Replay
 from fedcl.errors import ConfigError
 from fedcl.models.mf import MF
@@ -214,7 +214,7 @@ def test_naive_has_no_parts_and_a_zero_penalty():
     assert method.training_data(model, w0, 0) is w0
     assert method.penalty(model, a_batch(model, w0)).item() == 0.0
     assert method.state_dict() == {} and method.memory_bytes() == 0
-    assert build_continual(ContinualConfig(joint=True)).reset_model
+    assert build_continual(ContinualConfig(joint=JointConfig(enabled=True))).reset_model
 
 
 @pytest.mark.parametrize("policy", ["reservoir", "herding"])
