@@ -31,7 +31,7 @@ def main(dcfg: DictConfig) -> None:
     cfg = to_config(dcfg)  # the whole config, as simulate checks it
     pending.accept()
     out = Path(HydraConfig.get().runtime.output_dir)
-    data, quarantine = prepare(cfg.data)
+    data, quarantine = prepare(cfg.data, quarantine_dir=out)
     data.report["data_sha256"] = data_digest(cfg.data)
     data.save(out)
     quarantine.to_parquet(out / "quarantine.parquet", index=False)
