@@ -48,6 +48,7 @@ VOLATILE = frozenset(
         "device",
         "threads",
         "federated.resume",
+        "federated.reset_corrupt_state",
         "federated.checkpoint_dir",
         "federated.wait_timeout_s",
         "federated.round_timeout_s",
@@ -219,7 +220,13 @@ class ServerCheckpoint:
 
     def __init__(self, directory: str | Path, cfg: Config) -> None:
         self.dir = Path(directory)
-        self.store = GenerationStore(self.dir)
+        self.store = GenerationStore(
+            self.dir,
+            what="server checkpoint",
+            reset_hint="federated.reset_corrupt_state=true (the shops are then ahead of the "
+            "server: also reset them, or use federated.resume=false with fresh shop states)",
+            reset_corrupt=cfg.federated.reset_corrupt_state,
+        )
         self.config = config_fingerprint(cfg)
         self.digest = hashlib.sha256(json.dumps(self.config, default=str).encode()).hexdigest()
 

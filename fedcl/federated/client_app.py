@@ -57,7 +57,9 @@ def _agent(cfg: Config, context: Context) -> ShopAgent:
         shop = run_data(cfg.data, cfg.eval).shops[int(node["partition-id"])]
     state_dir = str(node.get("state-dir") or cfg.federated.state_dir or "shop-state")
     torch.set_num_threads(max(1, int(cfg.federated.cpus_per_shop)))
-    return ShopAgent(cfg, str(shop), state_dir, resolve_device(cfg.device), data=own)
+    reset = str(node.get("reset-corrupt-state", "false")).lower() in ("true", "1", "yes")
+    device = resolve_device(cfg.device)
+    return ShopAgent(cfg, str(shop), state_dir, device, data=own, reset_corrupt=reset)
 
 
 def make_client_app(cfg: Config | None = None) -> ClientApp:

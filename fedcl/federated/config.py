@@ -93,6 +93,11 @@ class FederatedConfig:
     checkpoint_dir: str = ""
     #: Continue from a checkpoint of the same configuration found there (false: start over).
     resume: bool = True
+    #: When no generation of a state verifies (a shop's state, its ingest watermark, the
+    #: server checkpoint), move the corrupt files aside and start that state over. Off: stop
+    #: with an error naming the files (restore them from a backup instead). A shop may also
+    #: set it alone, with node config ``reset-corrupt-state=true``.
+    reset_corrupt_state: bool = False
     #: Simulation: CPUs Ray may use and CPUs per shop (several shops share the cores).
     sim_cpus: int = 2
     cpus_per_shop: float = 1.0

@@ -26,6 +26,8 @@ from fedcl.shop.ingest import EventLog, ingest_log
 from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply, withhold
 from fedcl.shop.store import GenerationStore
 
+#: How a shop starts a corrupt state over (the :class:`CorruptState` message says it).
+RESET_HINT = "node config reset-corrupt-state=true (or federated.reset_corrupt_state=true)"
 #: The evaluate window meaning "the untrained model" (FWT's baseline row).
 UNTRAINED = -1
 
@@ -52,6 +54,9 @@ class ShopAgent:
     simulation), or the shop's own :class:`~fedcl.shop.ingest.EventLog`: then what is new in
     the log is ingested (state dir ``<shop>/ingest``) before the learner is built, into the first
     window its learner has not entered yet when it arrives late.
+
+    ``reset_corrupt``: start a state over when none of its generations verifies (the
+    corrupt files are moved aside); otherwise that is an error (:class:`CorruptState`).
     """
 
     def __init__(
@@ -61,9 +66,15 @@ class ShopAgent:
         state_dir: str | Path,
         device: torch.device,
         data: PreparedData | EventLog | None = None,
+        reset_corrupt: bool = False,
     ):
         self.cfg, self.shop, self.device = cfg, shop, device
-        self.store = GenerationStore(Path(state_dir) / _safe(shop))
+        self.store = GenerationStore(
+            Path(state_dir) / _safe(shop),
+            what=f"state of shop {shop}",
+            reset_hint=RESET_HINT,
+            reset_corrupt=reset_corrupt or cfg.federated.reset_corrupt_state,
+        )
         self._loaded: dict | None = None  # state read by _open_window, for _learner to reuse
         if isinstance(data, EventLog):
             data = ingest_log(shop, data, self.store.dir / "ingest", self._open_window())

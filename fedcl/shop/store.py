@@ -7,6 +7,13 @@ tensors, numpy arrays or plain scalars/strings. Each save writes a new generatio
 (write to a temporary file, fsync, rename, fsync the directory) next to its sha256; loading
 takes the newest generation whose checksum matches, so a crash mid-write or a corrupt file
 falls back to the previous good state instead of losing the shop's history.
+
+**Corruption is an error, never a reset.** When generations exist and none verifies, loading
+raises :class:`CorruptState` naming the files and the two ways out: restore them, or start
+over with the store's reset option, which first moves the corrupt files aside (into
+``corrupt-<time>/`` in the same directory). **Private files**: the directory is 0700 and
+every file 0600 (a shop's state holds its customers' data). Temporary files left by a killed
+writer are removed when the store is opened.
 """
 
 from __future__ import annotations
@@ -17,16 +24,25 @@ import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fedcl.errors import FedclError
+
 log = logging.getLogger("fedcl.shop")
 Tree = dict[str, Any]
 _SEP = "/"
 _GEN = re.compile(r"^state-(\d{8})\.npz$")
+_TMP = re.compile(r"^\..+\.tmp\d+$")  # what _atomic_write leaves when killed mid-write
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+class CorruptState(FedclError):
+    """Generations exist and none verifies: restore them, or reset explicitly."""
 
 
 def flatten(tree: Tree, prefix: str = "") -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -81,11 +97,29 @@ def unflatten(arrays: dict[str, np.ndarray], kinds: dict[str, str]) -> Tree:
 
 
 class GenerationStore:
-    """Generations of one state in ``directory`` (keeps the newest ``keep``)."""
+    """Generations of one state in ``directory`` (keeps the newest ``keep``).
 
-    def __init__(self, directory: str | Path, keep: int = 2) -> None:
+    ``what`` names the state in messages; ``reset_hint`` is the option that starts it over
+    (shown in the :class:`CorruptState` message); ``reset_corrupt=True`` is that option:
+    corrupt generations are moved aside and loading starts from nothing."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        keep: int = 2,
+        *,
+        what: str = "state",
+        reset_hint: str = "the reset option",
+        reset_corrupt: bool = False,
+    ) -> None:
         self.dir = Path(directory)
         self.keep = max(keep, 2)
+        self.what, self.reset_hint, self.reset_corrupt = what, reset_hint, reset_corrupt
+        if self.dir.is_dir():
+            for p in self.dir.iterdir():
+                if _TMP.match(p.name):
+                    log.warning("removing %s, left by a writer that was stopped mid-write", p)
+                    p.unlink(missing_ok=True)
 
     def _generations(self) -> list[int]:
         if not self.dir.is_dir():
@@ -94,7 +128,7 @@ class GenerationStore:
 
     def save(self, state: Tree) -> Path:
         """Write a new generation atomically; returns its path."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.dir)
         arrays, kinds = flatten(state)
         buf = io.BytesIO()
         np.savez(buf, __kinds__=np.asarray(json.dumps(kinds)), **arrays)
@@ -110,28 +144,61 @@ class GenerationStore:
         return path
 
     def load(self) -> Tree | None:
-        """The newest state whose checksum matches, or None for a shop without state."""
+        """The newest state whose checksum matches; None when there is no state yet.
+
+        Raises :class:`CorruptState` when generations exist and none verifies (unless
+        ``reset_corrupt``: then they are moved aside and None is returned)."""
+        problems = []
         for gen in reversed(self._generations()):
             path = self.dir / f"state-{gen:08d}.npz"
             try:
                 payload = path.read_bytes()
                 want = path.with_suffix(".sha256").read_text().strip()
             except OSError as e:
-                log.warning("state %s unreadable (%s); trying the previous one", path, e)
+                problems.append(f"{path.name}: unreadable ({e.strerror or e})")
+                log.warning("%s %s unreadable (%s); trying the previous one", self.what, path, e)
                 continue
             if hashlib.sha256(payload).hexdigest() != want:
-                log.warning("state %s fails its checksum; using the previous one", path)
+                problems.append(f"{path.name}: fails its sha256")
+                log.warning("%s %s fails its checksum; using the previous one", self.what, path)
                 continue
             with np.load(io.BytesIO(payload), allow_pickle=False) as z:
                 kinds = json.loads(str(z["__kinds__"]))
                 arrays = {k: z[k] for k in z.files if k != "__kinds__"}
             return unflatten(arrays, kinds)
-        return None
+        if not problems:
+            return None
+        if self.reset_corrupt:
+            aside = self._move_aside()
+            log.warning("%s in %s was corrupt: moved to %s, starting over", self.what, self.dir,
+                        aside)  # fmt: skip
+            return None
+        raise CorruptState(
+            f"no generation of the {self.what} in {self.dir} verifies ({'; '.join(problems)}): "
+            f"restore these files from a backup, or start over with {self.reset_hint} "
+            "(which first moves them aside)"
+        )
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = self.dir / f"corrupt-{stamp}"
+        _private_dir(aside)
+        for p in self.dir.iterdir():
+            if p.is_file() and p.name.startswith("state-"):
+                p.rename(aside / p.name)
+        return aside
+
+
+def _private_dir(path: Path) -> None:
+    """``path`` (and missing parents) as a directory only its owner can enter."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(path, DIR_MODE)
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())

@@ -24,6 +24,7 @@ from fedcl.federated.protocol import (
 from fedcl.federated.server_loop import GlobalModel
 from fedcl.federated.strategies import build_strategy
 from fedcl.run_data import run_data
+from fedcl.shop.store import CorruptState
 
 
 def shop_data(cfg):
@@ -249,3 +250,22 @@ def test_fedprox_mu_is_read_from_the_message_as_flowers_fedprox_sends_it(tiny_cf
     assert np.array_equal(with_mu, again)  # deterministic from the same state
     assert not np.array_equal(with_mu, without)  # the shop applied the proximal term ...
     assert not np.array_equal(with_mu, doubled)  # ... with the mu the message carried
+
+
+def test_a_shop_whose_state_is_all_corrupt_refuses_to_train_until_told(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    arrays, n_items, data = _global(cfg, 0)
+    app = make_client_app(cfg)
+    app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
+    store = tmp_path / "shops" / data.shops[0]
+    for gen in store.glob("state-*.npz"):
+        gen.write_bytes(gen.read_bytes()[:-10] + b"x" * 10)
+
+    with pytest.raises(CorruptState, match="reset-corrupt-state=true"):
+        app(_message(MessageType.TRAIN, arrays, 0, n_items), _context(0))
+
+    told = _context(0)
+    told.node_config["reset-corrupt-state"] = "true"
+    reply = app(_message(MessageType.TRAIN, arrays, 0, n_items), told)
+    assert reply.content.metric_records[METRICS]["new-events"] > 0  # learned from scratch
+    assert list(store.glob("corrupt-*/state-*.npz"))  # the corrupt files were kept aside

@@ -21,7 +21,7 @@ from fedcl.federated.checkpoint import (
     strategy_state,
 )
 from fedcl.federated.server_loop import run_federated, write_report
-from fedcl.shop.store import GenerationStore
+from fedcl.shop.store import CorruptState, GenerationStore
 
 N_SHOPS = 3
 #: Steps of a 2-window x 2-round run, one grid call each: the untrained baseline, then
@@ -255,3 +255,33 @@ def test_strategy_state_round_trips_through_the_store(cls, tmp_path):
         assert fresh.m_t.keys() == strategy.m_t.keys()
         assert all(np.array_equal(fresh.m_t[k], strategy.m_t[k]) for k in arrays)
         assert all(np.array_equal(fresh.current_arrays[k], arrays[k]) for k in arrays)
+
+
+def test_a_checkpoint_with_no_good_generation_stops_the_server(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg, tmp_path, "run")
+    ckpt = tmp_path / "run" / "ckpt"
+    with pytest.raises(Crash):
+        run_federated(CrashingGrid(cfg, N_SHOPS, 4), cfg, ckpt)
+    for gen in ckpt.glob("state-*.npz"):
+        gen.write_bytes(gen.read_bytes()[:-10] + b"x" * 10)
+    grid = LocalGrid(cfg, N_SHOPS)
+
+    with pytest.raises(CorruptState, match=r"server checkpoint.*reset_corrupt_state=true"):
+        run_federated(grid, cfg, ckpt)
+
+    assert grid.sent == []  # stopped before asking any shop anything
+
+
+def test_the_explicit_reset_starts_the_server_over(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg, tmp_path, "run", "federated.reset_corrupt_state=true")
+    ckpt = tmp_path / "run" / "ckpt"
+    with pytest.raises(Crash):
+        run_federated(CrashingGrid(cfg, N_SHOPS, 4), cfg, ckpt)
+    for gen in ckpt.glob("state-*.npz"):
+        gen.write_bytes(gen.read_bytes()[:-10] + b"x" * 10)
+    fresh = _cfg(tiny_cfg, tmp_path, "fresh", "federated.reset_corrupt_state=true")
+
+    result = run_federated(LocalGrid(fresh, N_SHOPS), cfg, ckpt)
+
+    assert result.resumed_from == [] and len(result.cells["new"]) == 2
+    assert len(list(ckpt.glob("corrupt-*/state-*.npz"))) >= 1

@@ -1,11 +1,15 @@
-"""The shop state store: exact round trip, atomic generations, corrupt files survived."""
+"""The state store: exact round trip, atomic private generations, a corrupt newest one
+survived, every one corrupt an error (or an explicit reset), leftovers cleaned."""
 
 from __future__ import annotations
 
+import stat
+
 import numpy as np
+import pytest
 import torch
 
-from fedcl.shop.store import GenerationStore
+from fedcl.shop.store import CorruptState, GenerationStore
 
 
 def _state(step: int) -> dict:
@@ -67,3 +71,59 @@ def test_half_written_file_is_ignored(tmp_path):
 
 def test_no_state_is_none(tmp_path):
     assert GenerationStore(tmp_path / "nothing").load() is None
+
+
+def _rot(path) -> None:
+    path.write_bytes(path.read_bytes()[:-20] + b"x" * 20)
+
+
+def test_every_generation_corrupt_is_an_error_naming_the_files_and_the_ways_out(tmp_path):
+    store = GenerationStore(tmp_path, what="state of shop a", reset_hint="reset-corrupt-state")
+    for step in (1, 2):
+        _rot(store.save(_state(step)))
+
+    with pytest.raises(CorruptState) as err:
+        store.load()
+
+    message = str(err.value)
+    assert "state-00000001.npz" in message and "state-00000002.npz" in message
+    assert "restore" in message and "reset-corrupt-state" in message
+    assert len(list(tmp_path.glob("state-*.npz"))) == 2  # nothing was touched
+
+
+def test_a_deleted_checksum_is_corruption_too(tmp_path):
+    store = GenerationStore(tmp_path)
+    store.save(_state(1)).with_suffix(".sha256").unlink()
+
+    with pytest.raises(CorruptState, match="unreadable"):
+        store.load()
+
+
+def test_the_explicit_reset_moves_the_corrupt_files_aside_first(tmp_path):
+    _rot(GenerationStore(tmp_path).save(_state(1)))
+
+    state = GenerationStore(tmp_path, reset_corrupt=True).load()
+
+    assert state is None
+    aside = list(tmp_path.glob("corrupt-*/state-00000001.npz"))
+    assert len(aside) == 1 and not list(tmp_path.glob("state-*"))
+
+
+def test_state_files_are_private(tmp_path):
+    store = GenerationStore(tmp_path / "shop")
+
+    path = store.save(_state(1))
+
+    assert stat.S_IMODE((tmp_path / "shop").stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_suffix(".sha256").stat().st_mode) == 0o600
+
+
+def test_leftover_temporary_files_are_removed_when_opened(tmp_path):
+    GenerationStore(tmp_path).save(_state(1))
+    left = tmp_path / ".state-00000002.npz.tmp4242"
+    left.write_bytes(b"x" * 1000)
+
+    GenerationStore(tmp_path)
+
+    assert not left.exists()
