@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+import pandas as pd
 import torch
 
 from fedcl.config import Config
@@ -29,7 +30,7 @@ def baseline_row(
     torch.manual_seed(cfg.seed)
     last = data.n_windows - 1
     model = build_model(cfg.model, data.n_users_known(unit, last), data.n_items_known(last), device)
-    return evaluator.row(model, unit)
+    return evaluator.row(model, unit, -1)
 
 
 def learn_stream(
@@ -39,8 +40,11 @@ def learn_stream(
     evaluator: Evaluator,
     device: torch.device,
     seed: int,
+    per_user: list[pd.DataFrame] | None = None,
 ) -> RunResult:
-    """Learn window after window; evaluate the model on every window after each."""
+    """Learn window after window; after each, evaluate the model on every window's test part
+    (an R-matrix row) and on all of the next window (its forward cell). ``per_user`` gets the
+    per-user values of every scored cell."""
     name = unit or "pooled"
     result = RunResult(baseline=baseline_row(unit, data, cfg, evaluator, device))
     learner = UnitLearner(unit, data, cfg.model, cfg.continual, device, seed)
@@ -50,9 +54,10 @@ def learn_stream(
         stats = learner.train(new, cfg.train)
         learner.finish()
         start = time.perf_counter()
-        row = evaluator.row(learner.model, unit)
+        row = evaluator.row(learner.model, unit, t, per_user)
+        forward = evaluator.forward(learner.model, unit, t, per_user) if t < last else None
         eval_s = time.perf_counter() - start
-        result.add_row(row)
+        result.add_row(row, forward)
         diag = cell_mean(row["new"][t], list(row["new"][t]), metric)
         memory = learner.method.memory_bytes()
         log.info(
@@ -73,17 +78,26 @@ def learn_stream(
 
 
 def run_centralized(
-    data: PreparedData, cfg: Config, evaluator: Evaluator, device: torch.device
+    data: PreparedData,
+    cfg: Config,
+    evaluator: Evaluator,
+    device: torch.device,
+    per_user: list[pd.DataFrame] | None = None,
 ) -> RunResult:
     """All shops' train parts pooled into one model (global user ids)."""
-    return learn_stream(None, data, cfg, evaluator, device, cfg.seed)
+    return learn_stream(None, data, cfg, evaluator, device, cfg.seed, per_user)
 
 
 def run_local(
-    data: PreparedData, cfg: Config, evaluator: Evaluator, device: torch.device
+    data: PreparedData,
+    cfg: Config,
+    evaluator: Evaluator,
+    device: torch.device,
+    per_user: list[pd.DataFrame] | None = None,
 ) -> RunResult:
     """Every shop alone, each with its own model and seed offset."""
     result = RunResult()
     for k, shop in enumerate(data.shops):
-        result.merge(learn_stream(shop, data, cfg, evaluator, device, cfg.seed * 1000 + k))
+        seed = cfg.seed * 1000 + k
+        result.merge(learn_stream(shop, data, cfg, evaluator, device, seed, per_user))
     return result

@@ -32,7 +32,11 @@ def plot_run(doc: dict, out: Path) -> None:
     n = r.shape[0]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(range(n), np.diag(r), marker="o", label="R[t][t] (just learned)")
-    if n > 1:
+    fwd = doc.get("forward_by_window")
+    if fwd:  # the forward cells: the model after window t-1 on window t's events
+        ax.plot(range(1, len(fwd) + 1), [np.nan if v is None else v for v in fwd], marker="s",
+                label="forward (model of t-1 on window t)")  # fmt: skip
+    elif n > 1 and r.shape[1] > 1:
         ax.plot(range(1, n), [r[t, t + 1] for t in range(n - 1)], marker="s",
                 label="R[t-1][t] (next window)")  # fmt: skip
     ax.plot(range(r.shape[1]), r[-1], marker="^", label="R[T-1][i] (after the last window)")

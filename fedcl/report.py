@@ -11,18 +11,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import pandas as pd
+
 from fedcl.evaluation import Cell, EvalConfig
-from fedcl.metrics.continual import combine_r, continual_metrics, macro, weighted_mean
+from fedcl.metrics.bootstrap import BOOT_SUM, BOOT_W, FIGURES, percentile_interval
+from fedcl.metrics.continual import cell_figures, combine_r, macro, weighted_mean
 from fedcl.result import RoundRow, RunResult
 
 #: ``final`` holds these (K = 10, Recall@20), names exactly as the contract writes them.
 FINAL_KEYS = ("hr@10", "ndcg@10", "recall@20", "mrr")
 Grid = list[list[dict[str, Cell]]]  # [t][i][shop] -> Cell
+#: Cell keys that are not metrics.
+NOT_METRICS = {"n_users", BOOT_SUM, BOOT_W}
 
 
 def _matrix(grid: Grid, shop: str, key: str) -> list[list[float | None]]:
@@ -42,34 +48,79 @@ def _final(cell_by_shop: dict[str, Cell], shops: Sequence[str]) -> dict:
     return out
 
 
-def summarise(grid: Grid, baseline: list[dict[str, Cell]], shops: Sequence[str], metric: str):
-    """Overall (user-weighted), per-shop and macro figures of one variant."""
+def summarise(
+    grid: Grid,
+    baseline: list[dict[str, Cell]],
+    shops: Sequence[str],
+    metric: str,
+    forward: list[dict[str, Cell]] | None = None,
+):
+    """Overall (user-weighted), per-shop and macro figures of one variant, with intervals.
+
+    ``forward[t][shop]``: the forward cells (None: R[t][t+1], the next window's test part).
+    Figures follow :data:`fedcl.metrics.continual.FIGURE_RULES`."""
+    if forward is None:
+        n_cols = max((len(row) for row in grid), default=0)
+        forward = [grid[t][t + 1] for t in range(min(len(grid), n_cols - 1))]
     per_shop = {}
     rs, ns = [], []
     for s in shops:
         r, n = _matrix(grid, s, metric), _counts(grid, s)
-        b = [cell.get(s, {}).get(metric) for cell in baseline]
+        figs = cell_figures(grid, forward, [s], metric, baseline)
         per_shop[s] = {
-            **continual_metrics(r, b),
+            **_continual(figs),
             "final": _final(grid[-1][-1], [s]),
             "n_users": n,
             "r_matrix": r,
+            "forward_n_users": figs["forward_n_users"],
+            "intervals": _intervals(figs),
         }
         rs.append(r)
         ns.append(n)
     r_all, n_all = combine_r(rs, ns)
-    b_all = [cell_mean(cell, shops, metric) for cell in baseline]
+    figs = cell_figures(grid, forward, shops, metric, baseline)
     shop_finals = [per_shop[s]["final"] for s in shops]
     macro_figs = {k: macro([per_shop[s][k] for s in shops]) for k in ("acc", "bwt", "forward")}
     macro_figs["final"] = {k: macro([f[k] for f in shop_finals]) for k in FINAL_KEYS}
+    # Metrics: the cells' scalar keys but counts ("n_users", ...) and replicate lists.
+    held = {k for row in grid for by in row for c in by.values() for k, v in c.items()
+            if not isinstance(v, list | tuple) and not k.startswith("n_")}  # fmt: skip
+    metrics = sorted(held - NOT_METRICS)
     return {
         "r_matrix": r_all,
         "n_users": n_all,
-        "continual": continual_metrics(r_all, b_all),
+        "r_matrices": {m: combine_r([_matrix(grid, s, m) for s in shops], ns)[0] for m in metrics},
+        "continual": _continual(figs),
+        "forward_n_users": figs["forward_n_users"],
+        "forward_by_window": figs["forward_by_window"],
+        "intervals": _intervals(figs),
+        "bootstrap": {k: _listed(v) for k, v in figs["replicates"].items()},
         "final": _final(grid[-1][-1], shops),
         "per_shop": per_shop,
         "macro": macro_figs,
+        "withheld": withheld(grid, shops),
     }
+
+
+def _continual(figs: dict) -> dict[str, float | None]:
+    return {k: figs["point"][k] for k in ("acc", "bwt", "fwt", "forward")}
+
+
+def _intervals(figs: dict) -> dict[str, list[float] | None]:
+    return {k: percentile_interval(figs["replicates"][k]) for k in FIGURES}
+
+
+def _listed(reps) -> list[float | None] | None:
+    """Replicate values for JSON: NaN (a replicate without users) becomes null."""
+    return None if reps is None else [None if math.isnan(v) else float(v) for v in reps]
+
+
+def withheld(grid: Grid, shops: Sequence[str]) -> dict[str, int]:
+    """``cells``: (t, i, shop) cells without users (in federated mode: withheld by the shop,
+    fewer than federated.min_users, or no test user at all) ``of`` all of them."""
+    counts = [int(row[i].get(s, {}).get("n_users") or 0)
+              for row in grid for i in range(len(row)) for s in shops]  # fmt: skip
+    return {"cells": sum(1 for n in counts if n == 0), "of": len(counts)}
 
 
 def cell_mean(cell: dict[str, Cell], shops: Sequence[str], metric: str) -> float | None:
@@ -101,9 +152,17 @@ def build_metrics(
     data_sha256: str,
     config_yaml: str,
     comm: dict[str, int] | None = None,
+    forward: dict[str, list[dict[str, Cell]]] | None = None,
+    boot_seed: int | None = None,
 ) -> dict:
-    """The ``metrics.json`` document of ARCHITECTURE.md."""
-    new = summarise(cells["new"], baseline["new"], shops, metric)
+    """The ``metrics.json`` document of ARCHITECTURE.md.
+
+    ``forward[variant][t][shop]``: the forward cells (model after window t on window t+1's
+    events of the users it knows); None, or a variant missing: R[t][t+1]. ``boot_seed``: the
+    seed of the cells' bootstrap weights (recorded so that only runs of one seed are paired).
+    """
+    forward = forward or {}
+    new = summarise(cells["new"], baseline["new"], shops, metric, forward.get("new"))
     doc = {
         "mode": mode,
         "metric": metric,
@@ -116,16 +175,24 @@ def build_metrics(
         },
         "r_matrix": new["r_matrix"],
         "n_users": new["n_users"],
+        "r_matrices": new["r_matrices"],
         "continual": new["continual"],
+        "forward_n_users": new["forward_n_users"],
+        "forward_by_window": new["forward_by_window"],
+        "intervals": new["intervals"],
+        "bootstrap": new["bootstrap"],
+        "bootstrap_seed": boot_seed,
         "final": new["final"],
         "per_shop": new["per_shop"],
         "macro": new["macro"],
+        "withheld": new["withheld"],
         "comm": comm or {"bytes_up": 0, "bytes_down": 0},
     }
     if "repeat" in cells:
-        rep = summarise(cells["repeat"], baseline["repeat"], shops, metric)
+        rep = summarise(cells["repeat"], baseline["repeat"], shops, metric, forward.get("repeat"))
         doc["r_matrix_repeat"] = rep["r_matrix"]
         doc["n_users_repeat"] = rep["n_users"]
+        doc["r_matrices_repeat"] = rep["r_matrices"]
         doc["continual_repeat"] = rep["continual"]
         doc["final_repeat"] = rep["final"]
         doc["macro_repeat"] = rep["macro"]
@@ -147,6 +214,10 @@ def cost(rounds: list[RoundRow]) -> dict[str, float | int]:
     }
 
 
+#: Per-user values of every scored cell (centralized and local runs).
+PER_USER = "per_user.parquet"
+
+
 def listed_shops(shops: Sequence[str], result: RunResult) -> list[str]:
     """The shops a report lists: ``shops`` (the data's; a plan may name none), then any other
     shop some cell names."""
@@ -164,10 +235,13 @@ def write_report(
     data_sha256: str,
     config_yaml: str,
     wall_s: float,
+    per_user: list[pd.DataFrame] | None = None,
 ) -> dict:
     """The run directory of any mode from its result; returns the ``metrics.json`` document.
 
-    ``shops``: the shops the report lists first (see :func:`listed_shops`)."""
+    ``shops``: the shops the report lists first (see :func:`listed_shops`). ``per_user``:
+    per-user values of every scored cell, written to ``per_user.parquet`` (in federated
+    runs they never leave the shops: each keeps its own, see :mod:`fedcl.shop.agent`)."""
     doc = build_metrics(
         mode=mode,
         metric=eval_cfg.metric,
@@ -179,6 +253,8 @@ def write_report(
         data_sha256=data_sha256,
         config_yaml=config_yaml,
         comm={"bytes_up": result.bytes_up, "bytes_down": result.bytes_down},
+        forward=result.forward or None,
+        boot_seed=eval_cfg.boot_seed,
     )
     doc["eval_on"] = eval_cfg.on
     doc["cost"] = cost(result.rounds)
@@ -187,6 +263,8 @@ def write_report(
     # Where a restarted server continued (wall_s counts the last run only); [] = never.
     doc["resumed_from"] = result.resumed_from
     write_run_dir(out, doc, result.rounds, config_yaml)
+    if per_user:
+        pd.concat(per_user, ignore_index=True).to_parquet(out / PER_USER, index=False)
     return doc
 
 
@@ -210,6 +288,14 @@ def write_run_dir(out: Path, doc: dict, rounds: list[RoundRow], config_yaml: str
     plot_run(doc, out / "plots")
 
 
+def interval_text(v: float | None, interval: Sequence[float] | None) -> str:
+    """``0.1234 [0.1100, 0.1350]`` (``-`` without a value; the value alone without an
+    interval)."""
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if not interval else f"{v:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def summary_table(doc: dict, run_dir: Path) -> str:
     """The end-of-run summary a person reads."""
 
@@ -217,10 +303,17 @@ def summary_table(doc: dict, run_dir: Path) -> str:
         return "-" if v is None else format(v, spec)
 
     c, fin = doc["continual"], doc["final"]
+    iv = doc.get("intervals") or {}
+    fwd_users = doc.get("forward_n_users") or []
+    final_point = fin.get(doc["metric"])
     lines = [
         f"mode {doc['mode']}   metric {doc['metric']}   seed {doc['seed']}   "
-        f"wall {doc['wall_s']:.1f} s",
-        f"ACC {f(c['acc'])}  BWT {f(c['bwt'])}  FWT {f(c['fwt'])}  forward {f(c['forward'])}",
+        f"wall {doc['wall_s']:.1f} s   (95% bootstrap intervals over users)",
+        f"forward {interval_text(c['forward'], iv.get('forward'))}  "
+        f"({sum(fwd_users)} user-windows over {len(fwd_users)} forward cells)",
+        f"final   {interval_text(final_point, iv.get('final'))}  ({fin['n_users']} users)",
+        f"ACC {interval_text(c['acc'], iv.get('acc'))}  "
+        f"BWT {interval_text(c['bwt'], iv.get('bwt'))}  FWT {f(c['fwt'])}",
         f"final: ndcg@10 {f(fin['ndcg@10'])}  hr@10 {f(fin['hr@10'])}  "
         f"recall@20 {f(fin['recall@20'])}  mrr {f(fin['mrr'])}  ({fin['n_users']} users)",
     ]
@@ -234,22 +327,29 @@ def summary_table(doc: dict, run_dir: Path) -> str:
     if "cost" in doc:
         co = doc["cost"]
         lines.append(
-            f"cost: train {co['train_s']:.1f} s  examples {co['examples']}  "
+            f"cost: examples processed {co['examples']}  train {co['train_s']:.1f} s  "
             f"method memory {co['memory_bytes'] / 1e6:.2f} MB"
+        )
+    held = doc.get("withheld") or {}
+    if doc["mode"] == "federated" and held.get("cells"):
+        lines.append(
+            f"{held['cells']} of {held['of']} cells withheld (fewer than federated.min_users users)"
         )
     lines.append("")
     if doc["mode"] == "federated":
         lines.append("('-': no cell, or withheld by the shop: fewer than federated.min_users)")
-    lines.append(f"{'shop':<18}{'users*':>7}{'ACC':>9}{'forward':>9}{'final ndcg@10':>15}")
+    lines.append(
+        f"{'shop':<18}{'users*':>7}{'ACC':>9}{'forward':>9}{'fwd users':>10}{'final ndcg@10':>15}"
+    )
     for s, p in doc["per_shop"].items():
         users = max((max(r) for r in p["n_users"] if r), default=0)
         lines.append(
             f"{s[:17]:<18}{users:>7}{f(p['acc']):>9}{f(p['forward']):>9}"
-            f"{f(p['final']['ndcg@10']):>15}"
+            f"{sum(p.get('forward_n_users') or []):>10}{f(p['final']['ndcg@10']):>15}"
         )
     m = doc["macro"]
     lines.append(
-        f"{'macro (shops)':<18}{'':>7}{f(m['acc']):>9}{f(m['forward']):>9}"
+        f"{'macro (shops)':<18}{'':>7}{f(m['acc']):>9}{f(m['forward']):>9}{'':>10}"
         f"{f(m['final']['ndcg@10']):>15}"
     )
     lines.append("* the most test users any of the shop's R cells rests on")

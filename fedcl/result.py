@@ -13,11 +13,14 @@ from fedcl.errors import FedclError
 from fedcl.evaluation import Cell
 
 #: The version of :meth:`RunResult.to_json`; a checkpoint of another version is refused.
-VERSION = 1
+VERSION = 2  # 2: forward cells
 #: R-matrix cells: ``[t][i][shop]`` (model after window t, test window i).
 Grid = list[list[dict[str, Cell]]]
 #: One evaluation of a model on every test window: ``{variant: [{shop: cell} per window]}``.
 Row = dict[str, list[dict[str, Cell]]]
+#: The forward cells of one model (after window t, on all of window t+1): ``{variant: {shop:
+#: cell}}``.
+ForwardCells = dict[str, dict[str, Cell]]
 
 
 @dataclass
@@ -64,10 +67,12 @@ class Rejection:
 
 @dataclass
 class RunResult:
-    """Cells of every (t, i) per variant, the untrained baseline row, the training log, what
-    crossed the network and what was rejected."""
+    """Cells of every (t, i) per variant, the forward cells of every t, the untrained baseline
+    row, the training log, what crossed the network and what was rejected."""
 
     cells: dict[str, Grid] = field(default_factory=dict)
+    #: ``forward[variant][t][shop]``: the model after window t on all of window t+1.
+    forward: dict[str, list[dict[str, Cell]]] = field(default_factory=dict)
     baseline: Row = field(default_factory=dict)
     rounds: list[RoundRow] = field(default_factory=list)
     memory_bytes: dict[str, int] = field(default_factory=dict)
@@ -77,10 +82,13 @@ class RunResult:
     #: Where a restarted server continued (window, round, server_round); [] = never.
     resumed_from: list[dict[str, int]] = field(default_factory=list)
 
-    def add_row(self, row: Row) -> None:
-        """The evaluation after the next window: one R-matrix row per variant."""
+    def add_row(self, row: Row, forward: ForwardCells | None = None) -> None:
+        """The evaluation after the next window: one R-matrix row per variant, and its forward
+        cells (none after the last window)."""
         for v, cells in row.items():
             self.cells.setdefault(v, []).append(cells)
+        for v, by_shop in (forward or {}).items():
+            self.forward.setdefault(v, []).append(by_shop)
 
     def merge(self, other: RunResult) -> None:
         """Add another unit's shops (local mode: one result per shop)."""
@@ -89,10 +97,11 @@ class RunResult:
             for t, row in enumerate(grid):
                 for i, cell in enumerate(row):
                     mine[t][i].update(cell)
-        for v, row in other.baseline.items():
-            mine = self.baseline.setdefault(v, [{} for _ in row])
-            for i, cell in enumerate(row):
-                mine[i].update(cell)
+        for grids, theirs in ((self.baseline, other.baseline), (self.forward, other.forward)):
+            for v, row in theirs.items():
+                mine = grids.setdefault(v, [{} for _ in row])
+                for i, cell in enumerate(row):
+                    mine[i].update(cell)
         self.rounds.extend(other.rounds)
         self.memory_bytes.update(other.memory_bytes)
         self.bytes_up += other.bytes_up
@@ -101,7 +110,8 @@ class RunResult:
 
     def shops_seen(self) -> set[str]:
         """Every shop some cell names."""
-        rows = [*self.baseline.values(), *(row for grid in self.cells.values() for row in grid)]
+        rows = [*self.baseline.values(), *self.forward.values()]
+        rows += [row for grid in self.cells.values() for row in grid]
         return {shop for row in rows for by_shop in row for shop in by_shop}
 
     def rejected_per_shop(self) -> dict[str, int]:
@@ -124,6 +134,7 @@ class RunResult:
         known = {f.name for f in fields(RoundRow)}
         return cls(
             cells=doc["cells"],
+            forward=doc["forward"],
             baseline=doc["baseline"],
             rounds=[RoundRow(**{k: v for k, v in r.items() if k in known}) for r in doc["rounds"]],
             memory_bytes=doc["memory_bytes"],

@@ -68,7 +68,8 @@ def run(
         type(cfg.model).__name__.removesuffix("Config"), device,
     )  # fmt: skip
     evaluator = Evaluator(data, cfg.eval, device)
-    result = RUNNERS[cfg.mode](data, cfg, evaluator, device)
+    per_user: list = []
+    result = RUNNERS[cfg.mode](data, cfg, evaluator, device, per_user)
     return write_report(
         out,
         result,
@@ -79,6 +80,7 @@ def run(
         data_sha256=digest,
         config_yaml=config_yaml,
         wall_s=time.perf_counter() - start,
+        per_user=per_user,
     )
 
 

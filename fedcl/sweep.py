@@ -13,8 +13,14 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("fedcl")
 COLUMNS = (
-    "job", "overrides", "mode", "acc", "bwt", "fwt", "forward", "ndcg@10", "hr@10",
-    "macro_acc", "bytes_up", "bytes_down", "wall_s",
+    "job", "overrides", "mode", "acc", "bwt", "fwt", "forward", "forward_lo", "forward_hi",
+    "final", "final_lo", "final_hi", "ndcg@10", "hr@10", "macro_acc", "bytes_up", "bytes_down",
+    "wall_s",
+)  # fmt: skip
+#: The markdown table: forward and final with their 95% intervals in one column each.
+MD_COLUMNS = (
+    "job", "overrides", "mode", "acc", "bwt", "fwt", "forward [95%]", "final [95%]", "ndcg@10",
+    "hr@10", "macro_acc", "bytes_up", "bytes_down", "wall_s",
 )  # fmt: skip
 
 
@@ -29,10 +35,14 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             continue
         doc = json.loads(metrics.read_text())
         c, f = doc["continual"], doc["final"]
+        iv = doc.get("intervals") or {}
+        fwd, fin = iv.get("forward") or (None, None), iv.get("final") or (None, None)
         rows.append(
             {
                 "job": job.name, "overrides": _overrides(job), "mode": doc["mode"],
                 "acc": c["acc"], "bwt": c["bwt"], "fwt": c["fwt"], "forward": c["forward"],
+                "forward_lo": fwd[0], "forward_hi": fwd[1], "final": f.get(doc["metric"]),
+                "final_lo": fin[0], "final_hi": fin[1],
                 "ndcg@10": f["ndcg@10"], "hr@10": f["hr@10"], "macro_acc": doc["macro"]["acc"],
                 "bytes_up": doc["comm"]["bytes_up"], "bytes_down": doc["comm"]["bytes_down"],
                 "wall_s": doc["wall_s"],
@@ -46,18 +56,34 @@ def write_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (sweep_dir / "summary.md").write_text(markdown_table(rows, COLUMNS) + "\n")
+    (sweep_dir / "summary.md").write_text(markdown_table(rows, MD_COLUMNS) + "\n")
+
+
+def _with_interval(row: dict[str, Any], key: str) -> str:
+    v, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if lo is None or hi is None else f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def markdown_table(rows: list[dict[str, Any]], columns) -> str:
     def cell(v: Any) -> str:
+        if isinstance(v, str):
+            return v
         if v is None:
             return "-"
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(_value(r, c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _value(row: dict[str, Any], column: str) -> Any:
+    """A row's value for a column; "forward [95%]" is forward with its interval."""
+    if column.endswith(" [95%]"):
+        return _with_interval(row, column.removesuffix(" [95%]"))
+    return row.get(column)
 
 
 def _overrides(job: Path) -> str:
@@ -78,5 +104,5 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = summary_rows(sweep_dir)
         write_summary(sweep_dir, rows)
-        print(markdown_table(rows, COLUMNS))
+        print(markdown_table(rows, MD_COLUMNS))
         print(f"\nsweep summary: {sweep_dir / 'summary.csv'} and summary.md")

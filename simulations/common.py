@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from fedcl.config import compose_config
+from fedcl.metrics.bootstrap import paired_difference_seeds
 from fedcl.simulate import run
+
+#: Figures compared in pairs: column title -> metrics.json figure.
+PAIRED = {"ACC": "acc", "BWT": "bwt", "forward": "forward", "final": "final"}
 
 
 def run_grid(
@@ -70,6 +74,39 @@ def table(results: dict[str, list[dict]], columns: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(
+    results: dict[str, list[dict]], reference: str, figures: dict[str, str] = PAIRED
+) -> str:
+    """Markdown: each setting minus ``reference`` on each figure, runs paired by seed: the mean
+    difference over seeds and its 95% bootstrap interval over users (every run weights a user
+    alike), "no difference shown" when the interval holds 0. Empty without the reference."""
+    if reference not in results:
+        return ""
+    head = ["setting", *(f"{t} - {reference}" for t in figures)]
+    lines = [
+        f"Paired differences against {reference} (seed means; 95% bootstrap interval over "
+        "users, the same users' weights in both runs):\n",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for label, docs in results.items():
+        if label == reference:
+            continue
+        texts = [paired_difference_seeds(docs, results[reference], f)["text"]
+                 for f in figures.values()]  # fmt: skip
+        lines.append("| " + " | ".join([label, *texts]) + " |")
+    return "\n".join(lines)
+
+
+def forward_curve(doc: dict) -> list[float | None]:
+    """Per window t >= 1: the forward cell of t-1 (``forward_by_window``), or R[t-1][t] in a
+    metrics.json written before forward cells existed."""
+    if doc.get("forward_by_window") is not None:
+        return doc["forward_by_window"]
+    r = doc["r_matrix"]
+    return [r[t][t + 1] for t in range(len(r) - 1)]
+
+
 def plot_curves(results: dict[str, list[dict]], out: Path, title: str) -> None:
     """Per-window curves per setting (seed means): next-window quality and final row."""
     import matplotlib
@@ -80,13 +117,16 @@ def plot_curves(results: dict[str, list[dict]], out: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for k, (label, docs) in enumerate(results.items()):
         n = len(docs[0]["r_matrix"])
-        fwd = [mean([d["r_matrix"][t][t + 1] for d in docs]) for t in range(n - 1)]
+        curves = [forward_curve(d) for d in docs]
+        fwd = [mean([c[t] for c in curves]) for t in range(len(curves[0]))]
         last = [mean([d["r_matrix"][-1][i] for d in docs]) for i in range(n)]
         # 10 colours, then the next line style: more than 10 settings stay distinguishable
         style = {"label": label, "color": f"C{k % 10}", "linestyle": ("-", "--", ":")[k // 10 % 3]}
-        axes[0].plot(range(1, n), [v if v is not None else float("nan") for v in fwd], **style)
+        axes[0].plot(
+            range(1, len(fwd) + 1), [v if v is not None else float("nan") for v in fwd], **style
+        )
         axes[1].plot(range(n), [v if v is not None else float("nan") for v in last], **style)
-    axes[0].set_title("next window: R[t-1][t]")
+    axes[0].set_title("forward: the model of window t-1 on window t")
     axes[1].set_title("after the last window: R[T-1][i]")
     for ax in axes:
         ax.set_xlabel("window")

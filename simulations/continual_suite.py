@@ -7,11 +7,12 @@ synthetic scenario and on Online Retail.
     python simulations/continual_suite.py --methods naive "replay 10%" joint  # a subset
 
 Writes ``<out>/results.md`` (one table per dataset x mode: ACC, BWT, forward, final NDCG@10
-and cost, mean ± sd over seeds, cost also relative to joint retraining of the same seed; then
-the issue's checks) and ``<out>/<dataset>-<mode>.png`` (per-window curves); results.md is
-rewritten after every table, so a running suite shows what it has. Runs already finished are
-reused (an interrupted suite resumes). Hyper-parameters are the config defaults, chosen on
-validation (README "Results").
+and cost, mean ± sd over seeds, cost also relative to joint retraining of the same seed; each
+method minus the reference (``--reference``, default naive) with a paired 95% bootstrap
+interval over users; then the issue's checks) and ``<out>/<dataset>-<mode>.png`` (per-window
+curves); results.md is rewritten after every table, so a running suite shows what it has.
+Runs already finished are reused (an interrupted suite resumes). Hyper-parameters are the
+config defaults, chosen on validation (README "Results").
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from common import mean, plot_curves, run_grid, table
+from common import mean, paired_table, plot_curves, run_grid, table
 
 METHODS = {
     "naive": ["continual=naive"],
@@ -121,6 +122,10 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--quick", action="store_true", help="centralized, 1 seed, 5 methods")
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), help="a subset of methods")
+    ap.add_argument(
+        "--reference", default="naive", choices=list(METHODS),
+        help="the method every other is compared with, in pairs (default naive)",
+    )  # fmt: skip
     args = ap.parse_args()
     seeds = [args.seeds[0]] if args.quick else args.seeds
     modes = ["centralized"] if args.quick else args.modes
@@ -139,8 +144,10 @@ def main() -> None:
             common = [*DATASETS[dataset], f"mode={mode}"]
             results = run_grid(out, methods, seeds, common)
             add_costs(results)
+            paired = paired_table(results, args.reference)
             sections.append(
-                f"## {dataset}, {mode}\n\n{table(results, COLUMNS)}\n\n{checks(results)}\n"
+                f"## {dataset}, {mode}\n\n{table(results, COLUMNS)}\n\n{paired}\n\n"
+                f"{checks(results)}\n"
             )
             plot_curves(results, args.out / f"{dataset}-{mode}.png", f"{dataset}, {mode}")
             (args.out / "results.md").write_text("\n".join(sections))

@@ -4,18 +4,21 @@ Retail by country; per-shop gain of federated over local-only training.
     python simulations/federation_suite.py --quick         # 1 seed
     python simulations/federation_suite.py --seeds 0 1 2
 
-Writes ``<out>/results.md``: the overall table (mean ± sd over seeds), the ratios the issue
-asks for (federated+replay ACC / centralized-joint ACC, forward vs naive), and per shop the
-gain of federated+replay over local+replay with the users each figure rests on. Small shops are
-judged together: their cells pooled over all windows, weighted by users.
+Writes ``<out>/results.md``: the overall table (mean ± sd over seeds), each setting minus the
+reference (``--reference``, default local replay: what a shop gets without joining) with a
+paired 95% bootstrap interval over users, the ratios the issue asks for (federated+replay
+ACC / centralized-joint ACC, forward vs naive), and per shop the gain of federated+replay over
+local+replay with the users each figure rests on. Small shops are judged together: their
+cells pooled over all windows, weighted by users.
 """
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
-from common import mean, plot_curves, run_grid, table
+from common import mean, paired_table, plot_curves, run_grid, table
 
 FED = ["mode=federated", "train.epochs=10", "federated.finetune_epochs=20"]
 GRID = {
@@ -62,6 +65,20 @@ def pooled(doc: dict, shops: list[str], cells) -> tuple[float | None, int]:
     return (total / users if users else None), users
 
 
+def pooled_forward(doc: dict, shops: list[str]) -> tuple[float | None, int]:
+    """User-weighted forward over ``shops``: each shop's forward (its forward cells pooled)
+    weighted by the users those cells rest on; R[t][t+1] in an older metrics.json."""
+    if any("forward_n_users" not in doc["per_shop"][s] for s in shops):
+        return pooled(doc, shops, next_window)
+    total, users = 0.0, 0
+    for s in shops:
+        p = doc["per_shop"][s]
+        n = sum(p["forward_n_users"])
+        if p["forward"] is not None and n:
+            total, users = total + p["forward"] * n, users + n
+    return (total / users if users else None), users
+
+
 def last_row(n: int):
     return [(n - 1, i) for i in range(n)]
 
@@ -81,12 +98,12 @@ def shop_gains(fed: list[dict], loc: list[dict], sizes: dict[str, int]) -> str:
     ]
     for name, members in groups.items():
         row = []
-        for cells in (last_row, next_window):
-            f = mean([pooled(d, members, cells)[0] for d in fed])
-            lo = mean([pooled(d, members, cells)[0] for d in loc])
+        for figure in (partial(pooled, cells=last_row), pooled_forward):
+            f = mean([figure(d, members)[0] for d in fed])
+            lo = mean([figure(d, members)[0] for d in loc])
             gain = None if f is None or lo is None else f - lo
             row += [f, lo, gain]
-        n = pooled(fed[0], members, last_row)[1] + pooled(fed[0], members, next_window)[1]
+        n = pooled(fed[0], members, last_row)[1] + pooled_forward(fed[0], members)[1]
         users = sum(sizes[m] for m in members)
         fmt = ["-" if v is None else f"{v:+.4f}" if k in (2, 5) else f"{v:.4f}"
                for k, v in enumerate(row)]  # fmt: skip
@@ -100,6 +117,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="1 seed")
     ap.add_argument("--only", nargs="+", metavar="LABEL", help=f"a subset of {list(GRID)}")
+    ap.add_argument(
+        "--reference", default="local replay", choices=list(GRID),
+        help="the setting every other is compared with, in pairs (default local replay)",
+    )  # fmt: skip
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
     seeds = [args.seeds[0]] if args.quick else args.seeds
@@ -125,6 +146,9 @@ def main() -> None:
         return "-" if x is None or not y else f"{x / y:.3f}"
 
     text = ["# Federation: results\n", table(results, COLUMNS), ""]
+    paired = paired_table(results, args.reference)
+    if paired:
+        text += [paired, ""]
     for fed in ("federated replay", "federated replay, plain FedAvg"):
         text += [
             f"- {fed} ACC / centralized-joint ACC: "
@@ -138,8 +162,8 @@ def main() -> None:
         if fed in results and "local replay" in results:
             text += [
                 "",
-                f"## Per shop: {fed} vs local replay (ACC = last row, forward = R[t][t+1];"
-                " cells pooled over windows, weighted by users)\n",
+                f"## Per shop: {fed} vs local replay (ACC = last row, forward = the forward"
+                " cells; cells pooled over windows, weighted by users)\n",
                 shop_gains(results[fed], results["local replay"], sizes),
             ]
     (args.out / "results.md").write_text("\n".join(text) + "\n")

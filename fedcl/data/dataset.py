@@ -62,11 +62,12 @@ class PreparedData:
         self,
         shop: str | None,
         windows: list[int],
-        split: str,
+        split: str | None,
         n_users: int,
         n_items: int,
     ) -> Interactions:
-        """Events of ``shop`` (None: all shops pooled, global user ids) in ``windows``."""
+        """Events of ``shop`` (None: all shops pooled, global user ids) in ``windows``, of
+        their ``split`` part ("train" or "test"; None: both), in time order."""
         ev = self._select(shop, windows, split)
         ucol = GLOBAL_USER if shop is None else USER_IDX
         t = ev[TIME].to_numpy().astype("datetime64[s]").astype(np.int64)

@@ -32,7 +32,7 @@ from fedcl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 #: Bump when preparation changes its output, so stale caches are not reused.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: a partial last calendar window joins the one before
 
 
 def source_reader(cfg: DataConfig) -> Callable[[DataConfig], SourceFrame]:

@@ -4,6 +4,11 @@ A window is ``[start, end)``. Its span is clipped to its own data (``[first even
 + 1 s)``) so a partial month still gets a test part; the cut sits at
 ``first + (1 - test_fraction) * span``: events before it train, events at or after it test.
 One global cut per window, so no event of a test period ever trains a model.
+
+Partial last window: with calendar windows (week, month, quarter), a last window whose data
+ends before the middle of its period (last event + 1 s - period start < half the period) is
+merged into the window before it, so a stream that stops a few days into a month does not
+yield a window too small to test on (Online Retail's 1-9 December 2011 joins November).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def window_bounds(times: pd.Series, cfg: WindowsConfig) -> pd.DataFrame:
         periods = pd.period_range(first, last, freq=_FREQ[cfg.period])
         starts = periods.start_time.as_unit("ns")
         ends = (periods + 1).start_time.as_unit("ns")
+        starts, ends = _merge_partial_last(starts, ends, last)
     elif cfg.period == "count":
         if cfg.count < 1:
             raise ConfigError(f"data.windows.count must be >= 1, got {cfg.count}")
@@ -53,6 +59,19 @@ def window_bounds(times: pd.Series, cfg: WindowsConfig) -> pd.DataFrame:
     return pd.DataFrame(
         {"window": np.arange(len(starts)), "start": starts, "cut": cut.round("s"), "end": ends}
     )
+
+
+def _merge_partial_last(
+    starts: pd.DatetimeIndex, ends: pd.DatetimeIndex, last: pd.Timestamp
+) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex]:
+    """Calendar windows with a last one covering under half its period merged into the one
+    before it (see the module docstring)."""
+    if len(starts) < 2:
+        return starts, ends
+    covered = last + pd.Timedelta(seconds=1) - starts[-1]
+    if covered >= (ends[-1] - starts[-1]) / 2:
+        return starts, ends
+    return starts[:-1], ends[:-2].append(ends[-1:])
 
 
 def assign_windows(events: pd.DataFrame, bounds: pd.DataFrame) -> pd.DataFrame:

@@ -175,15 +175,26 @@ def aggregable(reply: TrainReply) -> RecordDict:
 
 
 # --- evaluate replies -----------------------------------------------------------------------
+#: The slot of the forward cell in an evaluate reply's keys (R cells use their window).
+FORWARD = "fwd"
+#: A cell's bootstrap replicate sums (lists of ``eval.n_boot`` floats; see metrics.bootstrap).
+BOOT_SUM, BOOT_W = "boot_sum", "boot_w"
+BOOT_KEYS = (BOOT_SUM, BOOT_W)
+
+
 def encode_eval_reply(reply: EvalReply) -> RecordDict:
-    """Cells flattened to MetricRecord keys ``variant/metric/i`` (``n_users`` always)."""
-    metrics: dict[str, int | float] = {}
-    for variant, cells in reply.cells.items():
-        for i, cell in enumerate(cells):
-            metrics[f"{variant}/n_users/{i}"] = int(cell.get("n_users") or 0)
-            for k, v in cell.items():
-                if k != "n_users" and v is not None:
-                    metrics[f"{variant}/{k}/{i}"] = float(v)
+    """Cells flattened to MetricRecord keys ``variant/metric/slot`` (``n_users`` always; the
+    slot is the test window, or ``fwd`` for the forward cell)."""
+    metrics: dict[str, int | float | list[float]] = {}
+    slots = [(v, str(i), cell) for v, cells in reply.cells.items() for i, cell in enumerate(cells)]
+    slots += [(v, FORWARD, cell) for v, cell in (reply.forward or {}).items()]
+    for variant, slot, cell in slots:
+        metrics[f"{variant}/n_users/{slot}"] = int(cell.get("n_users") or 0)
+        for k, v in cell.items():
+            if k in BOOT_KEYS:
+                metrics[f"{variant}/{k}/{slot}"] = [float(x) for x in v]
+            elif k != "n_users" and v is not None:
+                metrics[f"{variant}/{k}/{slot}"] = float(v)
     if reply.finetune is not None:
         metrics[FINETUNE_EXAMPLES] = int(reply.finetune.examples)
         metrics[FINETUNE_S] = float(reply.finetune.seconds)
@@ -193,13 +204,21 @@ def encode_eval_reply(reply: EvalReply) -> RecordDict:
 
 @dataclass(frozen=True)
 class RowSpec:
-    """What a valid evaluate reply holds: a cell per variant and test window, each with
-    ``n_users`` at most ``max_users`` and, when not 0, every metric in [0, 1]."""
+    """What a valid evaluate reply holds: a cell per variant and test window (and a forward
+    cell per variant when ``forward``), each with ``n_users`` at most ``max_users`` and, when
+    not 0, every metric in [0, 1] and, in the ``boot_variant`` with ``n_boot`` > 0, bootstrap
+    replicate sums of ``n_boot`` values each (0 <= boot_sum <= boot_w)."""
 
     variants: tuple[str, ...]
     n_windows: int
     metrics: tuple[str, ...]
     max_users: int
+    forward: bool = False
+    n_boot: int = 0
+    boot_variant: str = "new"
+
+    def slots(self) -> list[str]:
+        return [str(i) for i in range(self.n_windows)] + ([FORWARD] if self.forward else [])
 
 
 def decode_eval_reply(content: RecordDict, spec: RowSpec) -> EvalReply:
@@ -207,18 +226,13 @@ def decode_eval_reply(content: RecordDict, spec: RowSpec) -> EvalReply:
     _records(content, arrays=set(), metrics={METRICS}, configs={SHOP})
     shop = _shop_name(content)
     m = content.metric_records[METRICS]
-    expected = {
-        f"{v}/{k}/{i}"
-        for v in spec.variants
-        for k in ("n_users", *spec.metrics)
-        for i in range(spec.n_windows)
-    }
+    keys = ("n_users", *spec.metrics, *BOOT_KEYS)
+    expected = {f"{v}/{k}/{slot}" for v in spec.variants for k in keys for slot in spec.slots()}
     extra = sorted(set(m) - expected - FINETUNE_METRICS)
     if extra:
         raise Rejected(f"unexpected metric keys {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-    cells: dict[str, list[Cell]] = {}
-    for v in spec.variants:
-        cells[v] = [_cell(m, v, i, spec) for i in range(spec.n_windows)]
+    cells = {v: [_cell(m, v, str(i), spec) for i in range(spec.n_windows)] for v in spec.variants}
+    forward = {v: _cell(m, v, FORWARD, spec) for v in spec.variants} if spec.forward else None
     finetune = None
     present = FINETUNE_METRICS & set(m)
     if present:
@@ -228,28 +242,48 @@ def decode_eval_reply(content: RecordDict, spec: RowSpec) -> EvalReply:
             seconds=_number(m, FINETUNE_S, low=0),
             cpu_s=_number(m, FINETUNE_CPU_S, low=0),
         )
-    return EvalReply(shop=shop, cells=cells, finetune=finetune)
+    return EvalReply(shop=shop, cells=cells, forward=forward, finetune=finetune)
 
 
-def _cell(m: MetricRecord, variant: str, i: int, spec: RowSpec) -> Cell:
-    key = f"{variant}/n_users/{i}"
+def _cell(m: MetricRecord, variant: str, slot: str, spec: RowSpec) -> Cell:
+    key = f"{variant}/n_users/{slot}"
     if key not in m:
         raise Rejected(f"missing metric key {key!r}")
     n = int(_number(m, key, integer=True, low=0))
     if n > spec.max_users:
         raise Rejected(f"{key!r} is {n}, more users than the shop can have ({spec.max_users})")
-    names = [f"{variant}/{k}/{i}" for k in spec.metrics]
+    names = [f"{variant}/{k}/{slot}" for k in (*spec.metrics, *BOOT_KEYS)]
     if n == 0:
         sent = [k for k in names if k in m]
         if sent:
             raise Rejected(f"{sent[0]!r} is sent for a cell of 0 users")
         return {"n_users": 0}
     cell: Cell = {"n_users": n}
-    for name, k in zip(names, spec.metrics, strict=True):
+    for k in spec.metrics:
+        name = f"{variant}/{k}/{slot}"
         if name not in m:
             raise Rejected(f"missing metric key {name!r} for a cell of {n} users")
         cell[k] = _number(m, name, low=0.0, high=1.0)
+    if spec.n_boot and variant == spec.boot_variant:
+        cell.update(_boot(m, f"{variant}/{{}}/{slot}", spec.n_boot))
     return cell
+
+
+def _boot(m: MetricRecord, key: str, n_boot: int) -> dict[str, list[float]]:
+    """A cell's replicate sums: two lists of ``n_boot`` finite values, 0 <= sum <= weight."""
+    out = {}
+    for k in BOOT_KEYS:
+        name = key.format(k)
+        v = m.get(name)
+        if not isinstance(v, list) or len(v) != n_boot:
+            raise Rejected(f"{name!r} must be a list of {n_boot} numbers")
+        arr = np.asarray(v, dtype=np.float64)
+        if not np.isfinite(arr).all() or (arr < 0).any():
+            raise Rejected(f"{name!r} holds negative or non-finite values")
+        out[k] = [float(x) for x in arr]
+    if (np.asarray(out[BOOT_SUM]) > np.asarray(out[BOOT_W]) * (1 + 1e-9) + 1e-9).any():
+        raise Rejected(f"{key.format(BOOT_SUM)!r} exceeds its weights (a metric above 1)")
+    return out
 
 
 # --- which shop is which node ---------------------------------------------------------------

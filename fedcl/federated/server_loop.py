@@ -50,7 +50,7 @@ from fedcl.federated.protocol import (
 from fedcl.federated.strategies import build_strategy
 from fedcl.learner import build_model
 from fedcl.metrics.ranking import metric_names
-from fedcl.result import Rejection, RoundRow, Row, RunResult
+from fedcl.result import ForwardCells, Rejection, RoundRow, Row, RunResult
 from fedcl.run_data import run_data
 from fedcl.shop.replies import EvalReply
 
@@ -160,9 +160,14 @@ class Server:
                 good.append((msg, reply))
         return good, bad
 
-    def row_spec(self, shop: str) -> RowSpec:
-        return RowSpec(tuple(self.cfg.eval.variants), self.data.n_windows, self.metrics,
-                       self.max_users(shop))  # fmt: skip
+    def row_spec(self, shop: str, window: int) -> RowSpec:
+        """What shop ``shop``'s evaluation after ``window`` must hold (a forward cell unless
+        the window is the last one or the untrained baseline)."""
+        return RowSpec(
+            tuple(self.cfg.eval.variants), self.data.n_windows, self.metrics,
+            self.max_users(shop), forward=0 <= window < self.data.n_windows - 1,
+            n_boot=self.cfg.eval.n_boot,
+        )  # fmt: skip
 
 
 R = TypeVar("R")
@@ -194,7 +199,7 @@ def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> Ru
     if snap is None:
         final_items = data.n_items_known(n_windows - 1)
         glob = GlobalModel(cfg, final_items)
-        result.baseline = evaluate_all(server, glob.record(), UNTRAINED, final_items)
+        result.baseline, _ = evaluate_all(server, glob.record(), UNTRAINED, final_items)
         glob = GlobalModel(cfg, data.n_items_known(0))
         first_window, first_round, server_round = 0, 1, 0
         save(first_window, first_round)
@@ -217,7 +222,7 @@ def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> Ru
             server_round += 1
             train_round(server, strategy, glob, (t, r, server_round), n_items)
             save(t, r + 1)
-        result.add_row(evaluate_all(server, glob.record(), t, n_items))
+        result.add_row(*evaluate_all(server, glob.record(), t, n_items))
         save(t + 1, 1)
     return result
 
@@ -287,8 +292,11 @@ def train_round(
     )  # fmt: skip
 
 
-def evaluate_all(server: Server, arrays: ArrayRecord, window: int, n_items: int) -> Row:
-    """Every shop evaluates the model; returns ``{variant: [{shop: cell} per window]}``.
+def evaluate_all(
+    server: Server, arrays: ArrayRecord, window: int, n_items: int
+) -> tuple[Row, ForwardCells | None]:
+    """Every shop evaluates the model; returns its R-matrix row ``{variant: [{shop: cell} per
+    window]}`` and forward cells ``{variant: {shop: cell}}`` (None: no next window).
 
     The shops' fine-tuning (personalisation) is training too: its cost is in the step's row."""
     start = time.perf_counter()
@@ -303,7 +311,7 @@ def evaluate_all(server: Server, arrays: ArrayRecord, window: int, n_items: int)
     ]
 
     def decode(content: RecordDict) -> EvalReply:
-        return decode_eval_reply(content, server.row_spec(_claimed_shop(content)))
+        return decode_eval_reply(content, server.row_spec(_claimed_shop(content), window))
 
     good, bad = server.exchange(messages, decode, (window, 0))
     down = record_bytes(arrays) * len(messages)
@@ -311,10 +319,15 @@ def evaluate_all(server: Server, arrays: ArrayRecord, window: int, n_items: int)
     n_windows = server.data.n_windows
     row: Row = {v: [{} for _ in range(n_windows)] for v in server.cfg.eval.variants}
     tuned = [reply.finetune for _, reply in good if reply.finetune is not None]
+    forward: ForwardCells | None = None
+    if 0 <= window < n_windows - 1:
+        forward = {v: {} for v in server.cfg.eval.variants}
     for _, reply in good:
         for v, cells in reply.cells.items():
             for i, cell in enumerate(cells):
                 row[v][i][reply.shop] = cell
+        for v, cell in (reply.forward or {}).items():
+            forward[v][reply.shop] = cell
     server.result.rounds.append(
         RoundRow(
             window=window, round=0, unit="evaluate", shops=len(messages), ok=len(good),
@@ -325,7 +338,7 @@ def evaluate_all(server: Server, arrays: ArrayRecord, window: int, n_items: int)
             eval_s=round(time.perf_counter() - start, 3), bytes_down=down,
         )
     )  # fmt: skip
-    return row
+    return row, forward
 
 
 def _claimed_shop(content: RecordDict) -> str:

@@ -40,7 +40,9 @@ class EvalTask:
     n_items: int
     variant: str  # "new" | "repeat"
     n_cold_users: int = 0  # test users skipped: no event in the history
-    n_dropped_users: int = 0  # "new": users with history whose every test item was a re-buy
+    # Users with history left without target: "new", every test item was a re-buy; either
+    # variant, every target was bought again later (:func:`drop_targets`).
+    n_dropped_users: int = 0
 
     @property
     def n_users(self) -> int:
@@ -97,6 +99,40 @@ def build_eval_task(history: Interactions, test: Interactions, variant: str) -> 
     csr = (users, target_ptr, keys % span, mask_ptr, m_keys % span)
     csr = tuple(torch.from_numpy(x.astype(np.int64)).to(test.users.device) for x in csr)
     return EvalTask(*csr, n_items, variant, n_cold_users=cold, n_dropped_users=dropped)
+
+
+def drop_targets(task: EvalTask, users: Tensor, items: Tensor) -> EvalTask:
+    """``task`` without the targets (user, item) found among the pairs ``(users[k], items[k])``.
+
+    Masks are left as they are. A user left without target is dropped (counted in
+    ``n_dropped_users``). Returns ``task`` itself when no target is among the pairs.
+    """
+    if task.n_users == 0 or users.numel() == 0:
+        return task
+    span = max(task.n_items, int(items.max()) + 1)  # pair key = user * span + item
+    u, tp = task.users.cpu().numpy(), task.target_ptr.cpu().numpy()
+    t_items, counts = task.target_items.cpu().numpy(), np.diff(tp)
+    row = np.repeat(np.arange(u.size), counts)  # (nnz_t,) owner row of every target
+    bought = np.sort(users.cpu().numpy() * span + items.cpu().numpy())
+    keep = ~_member(bought, u[row] * span + t_items)
+    if keep.all():
+        return task
+    kept = np.bincount(row[keep], minlength=u.size)  # (U,) targets left per user
+    alive = kept > 0
+    mp, m_items = task.mask_ptr.cpu().numpy(), task.mask_items.cpu().numpy()
+    m_counts = np.diff(mp)
+    m_keep = np.repeat(alive, m_counts)
+    csr = (
+        u[alive],
+        np.concatenate([[0], np.cumsum(kept[alive])]),
+        t_items[keep],
+        np.concatenate([[0], np.cumsum(m_counts[alive])]),
+        m_items[m_keep],
+    )
+    dev = task.users.device
+    csr = tuple(torch.from_numpy(x.astype(np.int64)).to(dev) for x in csr)
+    dropped = task.n_dropped_users + int((~alive).sum())
+    return EvalTask(*csr, task.n_items, task.variant, task.n_cold_users, dropped)
 
 
 @dataclass

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import secrets
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from fedcl.config import Config
@@ -23,7 +26,7 @@ from fedcl.learner import UnitLearner, build_model
 from fedcl.models.base import Recommender
 from fedcl.run_data import is_run_data, run_data
 from fedcl.shop.ingest import EventLog, ingest_log
-from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply, withhold
+from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply, withhold, withhold_row
 from fedcl.shop.store import GenerationStore
 
 #: How a shop starts a corrupt state over (the :class:`CorruptState` message says it).
@@ -35,11 +38,13 @@ UNTRAINED = -1
 _EVALUATORS: dict[str, Evaluator] = {}
 
 
-def evaluator(cfg: Config, data: PreparedData, device: torch.device) -> Evaluator:
+def evaluator(
+    cfg: Config, data: PreparedData, device: torch.device, boot_seed: int | None = None
+) -> Evaluator:
     """An evaluator whose task cache lives as long as the process (for the run's prepared
     data; a shop's own log changes between messages: its data gets a fresh evaluator)."""
     if not is_run_data(data):
-        return Evaluator(data, cfg.eval, device)
+        return Evaluator(data, cfg.eval, device, boot_seed)
     parts = [dataclasses.asdict(p) for p in (cfg.data, cfg.eval)]
     key = json.dumps(parts, sort_keys=True, default=str) + str(device)
     if key not in _EVALUATORS:
@@ -163,9 +168,46 @@ class ShopAgent:
                 learner.enter(window)
                 self._save(learner)
             model, tuned = self._personal(learner, window)
-        row = evaluator(self.cfg, self.data, self.device).row(model, self.shop)
-        cells = withhold(row, self.shop, self.cfg.federated.min_users)
-        return EvalReply(shop=self.shop, cells=cells, finetune=tuned)
+        ev = evaluator(self.cfg, self.data, self.device, self._boot_seed())
+        per_user: list[pd.DataFrame] = []
+        row = ev.row(model, self.shop, window, per_user)
+        last = self.data.n_windows - 1
+        forward = ev.forward(model, self.shop, window, per_user) if 0 <= window < last else None
+        self._keep_per_user(per_user, window)
+        min_users = self.cfg.federated.min_users
+        return EvalReply(
+            shop=self.shop,
+            cells=withhold_row(row, self.shop, min_users),
+            forward=None if forward is None else {
+                v: withhold(by_shop.get(self.shop, {}), min_users) for v, by_shop in forward.items()
+            },
+            finetune=tuned,
+        )  # fmt: skip
+
+    def _boot_seed(self) -> int:
+        """The seed of this shop's bootstrap weights. On its own log (deployment) it mixes
+        in a secret the shop keeps (``<state>/boot-secret``), so the replicate sums it sends
+        cannot be solved for its users' values; on the run's data (simulation, where the
+        operator holds every event anyway) it is ``eval.boot_seed``, which pairs runs."""
+        if is_run_data(self.data):
+            return self.cfg.eval.boot_seed
+        path = self.store.dir / "boot-secret"
+        if not path.exists():
+            self.store.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(str(secrets.randbits(62)))
+        return (self.cfg.eval.boot_seed * 1_000_003 + int(path.read_text())) % 2**62
+
+    def _keep_per_user(self, frames: list[pd.DataFrame], window: int) -> None:
+        """Per-user values of this evaluation, kept at the shop (``<state>/per_user/``)."""
+        if not frames:
+            return
+        folder = self.store.dir / "per_user"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"row-{window:03d}.parquet"
+        pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+        os.chmod(path, 0o600)
 
     def _personal(
         self, learner: UnitLearner, window: int

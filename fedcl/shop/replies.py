@@ -43,22 +43,21 @@ class EvalReply:
 
     shop: str
     cells: dict[str, list[Cell]]
+    #: ``forward[variant]``: the model on all of the next window (None after the last one).
+    forward: dict[str, Cell] | None = None
     finetune: TrainingCost | None = None
 
 
-def withhold(row: dict[str, list[dict[str, Cell]]], shop: str, min_users: int):
-    """``row[variant][i][shop]`` as the cells a shop may send: a cell over fewer than
-    ``min_users`` users (at least 1) leaves as ``{"n_users": 0}``."""
-    out: dict[str, list[Cell]] = {}
-    for variant, cells in row.items():
-        sent = []
-        for by_shop in cells:
-            cell = by_shop.get(shop, {})
-            n = int(cell.get("n_users") or 0)
-            if n < max(min_users, 1):
-                sent.append({"n_users": 0})
-            else:
-                values = {k: float(v) for k, v in cell.items() if k != "n_users" and v is not None}
-                sent.append({"n_users": n, **values})
-        out[variant] = sent
-    return out
+def withhold(cell: Cell, min_users: int) -> Cell:
+    """``cell`` as a shop may send it: over fewer than ``min_users`` users (at least 1) it
+    leaves as ``{"n_users": 0}``, with no metric and no replicate sums."""
+    n = int(cell.get("n_users") or 0)
+    if n < max(min_users, 1):
+        return {"n_users": 0}
+    return {"n_users": n, **{k: v for k, v in cell.items() if k != "n_users" and v is not None}}
+
+
+def withhold_row(row: dict[str, list[dict[str, Cell]]], shop: str, min_users: int):
+    """``row[variant][i][shop]`` as the cells a shop may send (see :func:`withhold`)."""
+    return {v: [withhold(by_shop.get(shop, {}), min_users) for by_shop in cells]
+            for v, cells in row.items()}  # fmt: skip

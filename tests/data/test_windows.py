@@ -59,3 +59,43 @@ def test_bad_window_settings_are_config_errors():
         window_bounds(t, WindowsConfig(period="fortnight"))
     with pytest.raises(ConfigError, match="test_fraction"):
         window_bounds(t, WindowsConfig(test_fraction=1.5))
+
+
+def _hourly(first: str, last: str) -> pd.Series:
+    return pd.Series(pd.date_range(first, last, freq="h"))
+
+
+def test_a_partial_last_month_joins_the_month_before():
+    t = _hourly("2011-10-01", "2011-12-09 12:00")  # like Online Retail: 1-9 December
+
+    bounds = window_bounds(t, WindowsConfig(period="month"))
+    out = assign_windows(pd.DataFrame({"timestamp": t}), bounds)
+
+    assert len(bounds) == 2
+    assert bounds["start"].iloc[1] == pd.Timestamp("2011-11-01")
+    assert bounds["end"].iloc[1] == pd.Timestamp("2012-01-01")
+    assert (out.loc[out["timestamp"] >= "2011-12-01", "window"] == 1).all()
+    assert bounds["cut"].iloc[1] > pd.Timestamp("2011-11-25")  # cut on the merged span
+
+
+@pytest.mark.parametrize(
+    ("period", "last", "n_windows"),
+    [
+        ("month", "2011-12-16 23:00", 3),  # 16 of 31 days: more than half, kept
+        ("month", "2011-12-15 12:00", 2),  # 15.5 days: under half, merged
+        ("week", "2011-10-19 00:00", 2),  # 3 weeks, the last Mon 17 - Wed 19 Oct: merged
+        ("quarter", "2012-01-20 00:00", 1),  # 20 days of Q1 2012: merged into Q4 2011
+        ("count", "2011-12-09 12:00", 4),  # count windows are never merged
+    ],
+)
+def test_only_a_last_calendar_window_under_half_its_period_is_merged(period, last, n_windows):
+    first = "2011-10-01" if period != "week" else "2011-10-03"
+    bounds = window_bounds(_hourly(first, last), WindowsConfig(period=period, count=4))
+
+    assert len(bounds) == n_windows
+
+
+def test_a_single_short_window_stays():
+    bounds = window_bounds(_hourly("2011-12-01", "2011-12-03"), WindowsConfig(period="month"))
+
+    assert len(bounds) == 1

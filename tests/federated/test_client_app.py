@@ -122,11 +122,17 @@ def test_evaluate_reports_cells_for_enough_users(tiny_cfg):
 
     metrics = dict(reply.content.metric_records[METRICS])
     counts = {k: v for k, v in metrics.items() if "/n_users/" in k}
-    assert len(counts) == 2 * data.n_windows  # new + repeat, every window
+    # new + repeat: every window's test part, and all of the next window (forward, "fwd").
+    assert len(counts) == 2 * (data.n_windows + 1)
+    assert {k.split("/")[2] for k in counts} == {*map(str, range(data.n_windows)), "fwd"}
     assert any(v > 0 for v in counts.values())
     for key, n in counts.items():
         variant, _, i = key.split("/")
         assert (f"{variant}/ndcg@10/{i}" in metrics) == (n > 0)
+        # Replicate sums (200 each) travel for the headline variant's cells only.
+        boot = metrics.get(f"{variant}/boot_sum/{i}")
+        assert (boot is not None) == (n > 0 and variant == "new")
+        assert boot is None or len(boot) == cfg.eval.n_boot
 
 
 def test_catalogue_growth_keeps_shapes_consistent(tiny_cfg):

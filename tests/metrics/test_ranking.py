@@ -16,6 +16,7 @@ from fedcl.metrics.ranking import (
     UserMetrics,
     aggregate,
     build_eval_task,
+    drop_targets,
     evaluate,
     evaluate_sampled,
     sample_negatives,
@@ -139,6 +140,25 @@ def test_build_repeat_variant(history_test) -> None:
     assert csr_lists(task.target_ptr, task.target_items) == [[3, 0], [4], [7, 2, 5]]
     assert task.mask_ptr.tolist() == [0, 0, 0, 0] and task.mask_items.numel() == 0
     assert (task.n_cold_users, task.n_dropped_users) == (1, 0)
+
+
+def test_drop_targets_leaves_out_bought_pairs_and_empty_users(history_test) -> None:
+    task = build_eval_task(*history_test, "new")  # users 0: [3] mask [0, 1]; 3: [7, 5] mask [2]
+    later = events([(3, 7, 20), (0, 3, 21), (1, 5, 22), (3, 3, 23)], 5, 8)
+
+    out = drop_targets(task, later.users, later.items)
+
+    assert out.users.tolist() == [3]  # user 0's only target was bought later: dropped
+    assert csr_lists(out.target_ptr, out.target_items) == [[5]]  # order kept
+    assert csr_lists(out.mask_ptr, out.mask_items) == [[2]]
+    assert (out.n_cold_users, out.n_dropped_users) == (1, task.n_dropped_users + 1)
+
+
+def test_drop_targets_without_a_match_returns_the_task(history_test) -> None:
+    task = build_eval_task(*history_test, "repeat")
+    later = events([(0, 5, 20), (2, 3, 21)], 5, 8)
+
+    assert drop_targets(task, later.users, later.items) is task
 
 
 def test_build_rejects_unknown_variant(history_test) -> None:
