@@ -236,12 +236,14 @@ def write_report(
     config_yaml: str,
     wall_s: float,
     per_user: list[pd.DataFrame] | None = None,
+    training: dict[str, int] | None = None,
 ) -> dict:
     """The run directory of any mode from its result; returns the ``metrics.json`` document.
 
     ``shops``: the shops the report lists first (see :func:`listed_shops`). ``per_user``:
     per-user values of every scored cell, written to ``per_user.parquet`` (in federated
-    runs they never leave the shops: each keeps its own, see :mod:`fedcl.shop.agent`)."""
+    runs they never leave the shops: each keeps its own, see :mod:`fedcl.shop.agent`).
+    ``training``: the epochs a window cost (``epochs_per_window`` and how), for the summary."""
     doc = build_metrics(
         mode=mode,
         metric=eval_cfg.metric,
@@ -258,6 +260,8 @@ def write_report(
     )
     doc["eval_on"] = eval_cfg.on
     doc["cost"] = cost(result.rounds)
+    if training is not None:
+        doc["training"] = training
     doc["rejected_replies"] = [asdict(r) for r in result.rejected]
     doc["rejected_per_shop"] = result.rejected_per_shop()
     # Where a restarted server continued (wall_s counts the last run only); [] = never.
@@ -330,6 +334,15 @@ def summary_table(doc: dict, run_dir: Path) -> str:
             f"cost: examples processed {co['examples']}  train {co['train_s']:.1f} s  "
             f"method memory {co['memory_bytes'] / 1e6:.2f} MB"
         )
+    if "training" in doc:
+        tr = doc["training"]
+        how = (
+            f" ({tr['rounds']} rounds x {tr['epochs_per_round']} + {tr['finetune_epochs']} "
+            "fine-tuning at each shop)"
+            if "rounds" in tr
+            else ""
+        )
+        lines.append(f"training epochs per window: {tr['epochs_per_window']}{how}")
     held = doc.get("withheld") or {}
     if doc["mode"] == "federated" and held.get("cells"):
         lines.append(

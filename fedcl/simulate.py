@@ -81,6 +81,7 @@ def run(
         config_yaml=config_yaml,
         wall_s=time.perf_counter() - start,
         per_user=per_user,
+        training={"epochs_per_window": cfg.train.epochs},
     )
 
 

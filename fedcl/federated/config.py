@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -57,8 +58,11 @@ class StrategyConfig:
 
 @dataclass
 class FederatedConfig:
-    #: Aggregation rounds per window; each round a shop trains ``train.epochs`` epochs.
+    #: Aggregation rounds per window; each round a shop trains ``epochs_per_round`` epochs.
     rounds: int = 2
+    #: Epochs a shop trains per round. None = ``train.epochs / rounds`` (rounded up), so a
+    #: federated window costs the same training epochs as a centralized or local one.
+    epochs_per_round: Optional[int] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     #: Shops that must be connected before training starts, and how long to wait for them.
     min_shops: int = 2
     wait_timeout_s: float = 120.0
@@ -77,7 +81,7 @@ class FederatedConfig:
     #: shop trains a private copy of the aggregated model for this many epochs on its own
     #: window (shaped by its continual method) and serves and evaluates that copy; the copy
     #: never leaves the shop and the next round starts again from the global model.
-    #: None = ``train.epochs``; 0 = off.
+    #: None = ``epochs_per_round`` (one round's worth); 0 = off.
     finetune_epochs: Optional[int] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     #: A reply claiming more training examples than this is rejected (caps one shop's weight).
     max_examples: float = 1e8
@@ -112,6 +116,8 @@ class FederatedConfig:
         at_least(f"{key}.min_users", self.min_users, 1)
         if self.finetune_epochs is not None:
             at_least(f"{key}.finetune_epochs", self.finetune_epochs, 0)
+        if self.epochs_per_round is not None:
+            at_least(f"{key}.epochs_per_round", self.epochs_per_round, 1)
         above(f"{key}.max_examples", self.max_examples, 0)
         at_least(f"{key}.max_users", self.max_users, 1)
         at_least(f"{key}.sim_cpus", self.sim_cpus, 1)
@@ -130,3 +136,23 @@ def is_local(key: str, local_keys: list[str]) -> bool:
     """Whether a shared state-dict key stays at the shop (``item_bias`` covers
     ``item_bias.weight``)."""
     return any(key == name or key.startswith(name + ".") for name in local_keys)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Training epochs of a federated window: ``rounds`` x ``per_round`` aggregated, then
+    ``finetune`` at each shop for its personal copy."""
+
+    rounds: int
+    per_round: int
+    finetune: int
+
+    @classmethod
+    def of(cls, fed: FederatedConfig, train_epochs: int) -> Schedule:
+        per_round = fed.epochs_per_round or max(1, math.ceil(train_epochs / fed.rounds))
+        finetune = per_round if fed.finetune_epochs is None else fed.finetune_epochs
+        return cls(fed.rounds, per_round, finetune)
+
+    @property
+    def epochs_per_window(self) -> int:
+        return self.rounds * self.per_round + self.finetune

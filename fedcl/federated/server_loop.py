@@ -26,7 +26,7 @@ from fedcl.data.dataset import PreparedData
 from fedcl.data.plan import Plan
 from fedcl.errors import ConfigError, FedclError
 from fedcl.federated.checkpoint import ServerCheckpoint, Snapshot
-from fedcl.federated.config import is_local, local_keys
+from fedcl.federated.config import Schedule, is_local, local_keys
 from fedcl.federated.growth import grow_strategy_state
 from fedcl.federated.protocol import (
     ARRAYS,
@@ -366,4 +366,14 @@ def write_report(
         data_sha256=data.digest if isinstance(data, Plan) else data_digest(cfg.data),
         config_yaml=config_yaml,
         wall_s=wall_s,
+        training=_training(Schedule.of(cfg.federated, cfg.train.epochs)),
     )
+
+
+def _training(s: Schedule) -> dict[str, int]:
+    return {
+        "epochs_per_window": s.epochs_per_window,
+        "rounds": s.rounds,
+        "epochs_per_round": s.per_round,
+        "finetune_epochs": s.finetune,
+    }

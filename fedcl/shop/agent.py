@@ -21,7 +21,7 @@ import torch
 from fedcl.config import Config
 from fedcl.data.dataset import PreparedData
 from fedcl.evaluation import Evaluator
-from fedcl.federated.config import is_local, local_keys
+from fedcl.federated.config import Schedule, is_local, local_keys
 from fedcl.learner import UnitLearner, build_model
 from fedcl.models.base import Recommender
 from fedcl.run_data import is_run_data, run_data
@@ -140,7 +140,9 @@ class ShopAgent:
         new = learner.enter(window)
         anchor = {k: v.detach().clone() for k, v in self._outgoing(learner).items()}
         prox = _proximal(anchor, proximal_mu) if proximal_mu > 0 else None
-        stats = learner.train(new, self.cfg.train, extra=prox, reset=False)
+        epochs = Schedule.of(self.cfg.federated, self.cfg.train.epochs).per_round
+        train = dataclasses.replace(self.cfg.train, epochs=epochs)
+        stats = learner.train(new, train, extra=prox, reset=False)
         self._save(learner)
         return TrainReply(
             shop=self.shop,
@@ -215,8 +217,7 @@ class ShopAgent:
         """The model this shop serves at ``window`` and what tuning it cost: the global
         one, or with ``federated.finetune_epochs`` a private copy fine-tuned on the shop's
         own window (not saved: the next round starts from the aggregate again)."""
-        epochs = self.cfg.federated.finetune_epochs
-        epochs = self.cfg.train.epochs if epochs is None else epochs
+        epochs = Schedule.of(self.cfg.federated, self.cfg.train.epochs).finetune
         if epochs <= 0 or learner.window < 0:
             return learner.model, None
         train = dataclasses.replace(self.cfg.train, epochs=epochs)
