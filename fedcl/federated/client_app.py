@@ -46,7 +46,12 @@ def _own_log(cfg: Config, node: Mapping[str, Any]) -> EventLog | None:
             f"plan=<plan dir> together; got {sorted(k for k in node if node[k])}"
         )
     layout = cfg.data if isinstance(cfg.data, CsvConfig) else CsvConfig()
-    return EventLog(str(events), str(plan), layout, cfg.data.validation, cfg.data.shops)
+    limit = int(node.get("max-line-bytes", EventLog.max_line_bytes))
+    if limit < 1024:
+        raise ConfigError(f"node config max-line-bytes must be >= 1024; got {limit}")
+    return EventLog(
+        str(events), str(plan), layout, cfg.data.validation, cfg.data.shops, max_line_bytes=limit
+    )
 
 
 def _agent(cfg: Config, context: Context) -> ShopAgent:

@@ -82,7 +82,10 @@ class ShopAgent:
         )
         self._loaded: dict | None = None  # state read by _open_window, for _learner to reuse
         if isinstance(data, EventLog):
-            data = ingest_log(shop, data, self.store.dir / "ingest", self._open_window())
+            data = ingest_log(
+                shop, data, self.store.dir / "ingest", self._open_window(),
+                reset_corrupt=self.store.reset_corrupt,
+            )  # fmt: skip
         self.data = data if data is not None else run_data(cfg.data, cfg.eval)
         if shop not in self.data.shops:
             raise ValueError(f"shop {shop!r} is not in the data (shops: {self.data.shops})")

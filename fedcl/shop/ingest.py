@@ -12,14 +12,25 @@ a last line without its newline may still be being written and waits for the nex
 plus the sha256 of that consumed prefix (for Parquet, which is rewritten whole, a sha256 of
 the consumed rows' values). Each :meth:`ShopIngest.ingest` first checks the prefix against
 that hash: a truncated or rewritten log stops with :class:`LogRewritten` instead of learning
-rows twice, then reads only what lies after the watermark.
+rows twice, then reads only what lies after the watermark (:mod:`fedcl.shop.log_reader`).
+
+**Malformed lines.** A CSV log is cut into records at the byte level first
+(:mod:`fedcl.shop.log_lines`): a line with the wrong field count, an unbalanced quote, a NUL
+byte, bytes that are not UTF-8, or over ``EventLog.max_line_bytes`` is quarantined alone (by
+offset, length and sha256; the bytes of a line over the limit are never copied), and its
+neighbours are read as usual. Only the good records go to the CSV parser, in bulk. An
+unterminated line over the limit is not searched again from its start at each call (the
+state records how far it was scanned).
 
 **Validation.** New rows go through the data layer's own validation
 (:func:`fedcl.data.validate.validate`: same reasons, same order), then three checks only a
 shop can make: ``other_shop`` (the log's shop column names another shop), ``unknown_item``
 (the plan's catalogue does not list the item, or lists it as first seen after the event) and
 ``duplicate`` against rows kept by earlier calls (a hash of each kept input line is kept).
-Bad rows go to the local quarantine table with their reason and input line.
+Bad rows go to the local quarantine (:mod:`fedcl.shop.quarantine_file`: an append-only
+file beside the state, fsynced before the commit; the state holds only its committed length
+and counts per reason, so a generation's size follows the kept rows, not the bad bytes).
+Every row read is kept or quarantined with a reason before the watermark passes it.
 
 **Window assignment.** ``open_window`` is the first window the shop's learner has not
 entered yet (its window watermark + 1). A row belongs to the window of its timestamp per the
@@ -31,8 +42,9 @@ window (or a late row when every window was entered) is *held* and assigned by a
 whose plan covers it.
 
 **Atomicity.** The watermark, the user map (user id -> private index, in order of first
-sight), the events table, the kept-line hashes and the quarantine form one generation of a
-:class:`~fedcl.shop.store.GenerationStore`, committed before any learning. A crash
+sight), the events table, the kept-line hashes and the quarantine's committed length form one
+generation of a :class:`~fedcl.shop.store.GenerationStore`, committed before any learning.
+Temporary files a killed process left in the state directory are removed at start. A crash
 before the commit re-reads the same rows; a crash after it loses nothing, because the
 learner's own window watermark still says which windows it has observed.
 """
@@ -41,15 +53,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from fedcl.data.config import ShopsConfig, ValidationConfig
 from fedcl.data.dataset import GLOBAL_USER, PreparedData
@@ -67,21 +78,26 @@ from fedcl.data.schema import (
     WINDOW,
     DataError,
 )
-from fedcl.data.sources.csv import CsvConfig, describe_layout, input_columns, source_frame
-from fedcl.data.sources.table_files import PARQUET_SUFFIXES, read_table
+from fedcl.data.sources.csv import CsvConfig, source_frame
 from fedcl.data.validate import validate
+from fedcl.shop.log_reader import (  # noqa: F401 - LogRewritten: raised from here
+    EMPTY_SHA,
+    LogReader,
+    LogRewritten,
+    NewRows,
+    as_text,
+    line_hashes,
+)
+from fedcl.shop.quarantine_file import PRIVATE, QuarantineFile, entry, legacy_entries
 from fedcl.shop.store import GenerationStore
 
 log = logging.getLogger("fedcl.shop")
 
 HELD = -1  # window of a row no window of the plan can take yet
 QUARANTINE_VIEW = "quarantine.csv"  # a readable copy of the quarantine, next to the state
-_EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 _EVENT_COLUMNS = {"row": np.int64, "user": np.int64, "item": np.int64, "time": np.int64}
-
-
-class LogRewritten(DataError):
-    """The log no longer starts with what was already ingested (truncated or rewritten)."""
+#: Temporary files of an interrupted write (the store's and this module's), with their pid.
+_TEMP = re.compile(r"^\..+\.tmp(\d+)$|^\.incoming-(\d+)\.csv$")
 
 
 @dataclass
@@ -94,29 +110,57 @@ class EventLog:
     layout: CsvConfig = field(default_factory=CsvConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     shops: ShopsConfig = field(default_factory=ShopsConfig)
+    #: A CSV line longer than this is quarantined by reference (offset, length, sha256),
+    #: never copied into the state or the quarantine.
+    max_line_bytes: int = 65536
 
 
 @dataclass
 class IngestResult:
     """What one :meth:`ShopIngest.ingest` call did."""
 
-    rows: int = 0  # rows read from the log
+    rows: int = 0  # rows read from the log (malformed ones included)
     kept: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     late: int = 0  # rows placed in the open window because theirs was already entered
     held: int = 0  # rows waiting for a plan that covers them (all of them, not only new)
 
 
-class ShopIngest:
-    """The ingest state of one shop in ``directory`` (a store of its own)."""
+#: How a shop starts its ingest state over (read the whole log again into a fresh state).
+INGEST_RESET_HINT = (
+    "node config reset-corrupt-state=true (the log is then read again from its start; reset "
+    "the shop's learner state too, or rows already learned are learned twice)"
+)
 
-    def __init__(self, shop: str, source: EventLog, directory: str | Path) -> None:
+
+class ShopIngest:
+    """The ingest state of one shop in ``directory`` (a store of its own). ``reset_corrupt``:
+    when no generation of it verifies, move them aside and read the log from its start
+    (otherwise that is a :class:`~fedcl.shop.store.CorruptState` error)."""
+
+    def __init__(
+        self, shop: str, source: EventLog, directory: str | Path, reset_corrupt: bool = False
+    ) -> None:
         self.shop, self.source = shop, source
         self.path = Path(source.path).expanduser()
         self.plan = Plan.load(source.plan_dir)
         self.dir = Path(directory)
-        self.store = GenerationStore(self.dir)
+        self.store = GenerationStore(
+            self.dir,
+            what=f"ingest state (log watermark) of shop {shop}",
+            reset_hint=INGEST_RESET_HINT,
+            reset_corrupt=reset_corrupt,
+        )
         self.state = self.store.load() or _empty_state()
+        self.state["log"].setdefault("scan", 0)
+        _remove_temp_files(self.dir)
+        legacy = legacy_entries(self.state)
+        self.quarantined = QuarantineFile(self.dir, self.state["quarantine"])
+        self.quarantined.recover()
+        self.reader = LogReader(shop, source, self.dir)
+        if legacy:  # a state of format 1 held its quarantine: move it to the file
+            self.quarantined.append(*legacy)
+            self.store.save(self.state)
 
     @property
     def watermark(self) -> tuple[int, int]:
@@ -132,100 +176,25 @@ class ShopIngest:
     def ingest(self, open_window: int) -> IngestResult:
         """Read the rows appended since the watermark, place them, commit; idempotent."""
         result = IngestResult()
-        raw, log_state = self._read_new()
-        if raw is not None:
-            self._take(raw, result)
-            self.state["log"] = log_state
+        new = self.reader.read(self.state["log"])
+        moved = new is not None and new.log != self.state["log"]
+        if new is not None:
+            lines, reasons = self._take(new, result)
+            self.quarantined.append(lines, reasons)  # durable before the watermark moves
+            self.state["log"] = new.log
         placed, result.late = self._assign(max(int(open_window), 0))
         result.held = int((self.state["events"]["window"] == HELD).sum())
-        if raw is not None or placed:
+        if moved or placed:
             self.store.save(self.state)
             if sum(result.quarantined.values()):
                 self._write_quarantine_view()
-        if raw is not None:
+        if new is not None and new.n_rows:
             log.info(
                 "shop %s: %d new row(s) from %s, %d kept, quarantined %s, %d late, %d held",
                 self.shop, result.rows, self.path, result.kept, result.quarantined,
                 result.late, result.held,
             )  # fmt: skip
         return result
-
-    # --- reading after the watermark ---------------------------------------------------
-    def _read_new(self) -> tuple[pd.DataFrame | None, dict]:
-        if not self.path.is_file():
-            raise DataError(
-                f"shop {self.shop}: its event log '{self.path}' does not exist: pass the "
-                "log's path (start_shop.sh --events FILE; node config events=...)"
-            )
-        if self.path.suffix.lower() in PARQUET_SUFFIXES:
-            return self._read_parquet()
-        if self.path.suffix.lower() in (".gz", ".bz2", ".xz", ".zip"):
-            raise DataError(
-                f"shop {self.shop}: '{self.path}' is compressed; an event log is appended to, "
-                "so it must be a plain CSV (or a Parquet file rewritten whole)"
-            )
-        return self._read_csv()
-
-    def _read_csv(self) -> tuple[pd.DataFrame | None, dict]:
-        rows, done = self.watermark
-        with self.path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < done:
-                raise self._rewritten(f"it has {size} bytes, {done} were already ingested")
-            h, left = hashlib.sha256(), done
-            while left > 0 and (chunk := f.read(min(left, 1 << 20))):
-                h.update(chunk)
-                left -= len(chunk)
-            if h.hexdigest() != self.state["log"]["sha256"]:
-                raise self._rewritten(f"its first {done} bytes differ from those ingested")
-            tail = f.read()
-            f.seek(0)
-            header = f.readline() if done else b""
-        fresh = tail[: tail.rfind(b"\n") + 1]  # complete lines only
-        body = header + fresh
-        if not fresh or not body.split(b"\n", 1)[-1].strip():
-            return None, self.state["log"]
-        tmp = self.dir / f".incoming-{os.getpid()}.csv"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        try:
-            tmp.write_bytes(body)
-            raw = self._read_table(tmp, where=f"{self.path} after byte {done}")
-        finally:
-            tmp.unlink(missing_ok=True)
-        h.update(fresh)
-        return raw, {"rows": rows + len(raw), "bytes": done + len(fresh), "sha256": h.hexdigest()}
-
-    def _read_parquet(self) -> tuple[pd.DataFrame | None, dict]:
-        rows, _ = self.watermark
-        try:
-            n = pq.ParquetFile(self.path).metadata.num_rows
-        except Exception as e:  # noqa: BLE001 - any unreadable file: one clear message
-            raise DataError(f"shop {self.shop}: cannot read '{self.path}' as Parquet ({e})") from e
-        if n < rows:
-            raise self._rewritten(f"it has {n} rows, {rows} were already ingested")
-        if n == rows == 0:
-            return None, self.state["log"]
-        raw = self._read_table(self.path, where=str(self.path))
-        if rows and _rows_digest(raw.iloc[:rows]) != self.state["log"]["sha256"]:
-            raise self._rewritten(f"its first {rows} rows differ from those ingested")
-        if n == rows:
-            return None, self.state["log"]
-        fresh = raw.iloc[rows:].reset_index(drop=True)
-        return fresh, {"rows": n, "bytes": 0, "sha256": _rows_digest(raw)}
-
-    def _read_table(self, path: Path, where: str) -> pd.DataFrame:
-        layout = self.source.layout
-        optional = {layout.shop_col}  # a shop's own log need not name the shop
-        try:
-            raw = read_table(
-                path,
-                required=[c for c in input_columns(layout) if c not in optional],
-                layout=describe_layout(layout),
-                sep=layout.sep,
-            )
-        except DataError as e:
-            raise DataError(str(e).replace(str(path), where)) from e
-        return raw.reset_index(drop=True)
 
     def _layout(self, raw: pd.DataFrame) -> CsvConfig:
         """The log's layout; without its shop column every row is this shop's."""
@@ -234,25 +203,33 @@ class ShopIngest:
             return layout
         return dataclasses.replace(layout, shop_col=None, default_shop=self.shop)
 
-    def _rewritten(self, what: str) -> LogRewritten:
-        rows, _ = self.watermark
-        return LogRewritten(
-            f"shop {self.shop}: the event log '{self.path}' was truncated or rewritten ({what};"
-            f" {rows} rows ingested so far). The log must only be appended to: restore it, or"
-            f" to learn it from scratch start the shop with a new --state-dir (the state in"
-            f" '{self.dir.parent}' has learned the old rows)"
-        )
-
     # --- validation, indices -----------------------------------------------------------
-    def _take(self, raw: pd.DataFrame, result: IngestResult) -> None:
-        """Validate new input rows; append kept ones (held) and quarantined ones."""
-        first_row, _ = self.watermark
+    def _take(self, new: NewRows, result: IngestResult) -> tuple[list[str], list[str]]:
+        """Validate new rows; append kept ones (held) to the events; return the quarantine
+        entries (malformed lines and rows failing validation) and their reasons."""
+        entries = [
+            (b.row, entry(b.row, b.reason, b.offset, b.length, b.sha256, b.raw), b.reason)
+            for b in new.bad
+        ]
+        result.rows, result.kept = new.n_rows, 0
+        if new.raw is not None:
+            result.kept = self._validate(new, entries)
+        entries.sort(key=lambda e: e[0])
+        reasons = [reason for _, _, reason in entries]
+        counts = pd.Series(reasons, dtype=object).value_counts()
+        result.quarantined = {str(k): int(v) for k, v in counts.items()}
+        return [line for _, line, _ in entries], reasons
+
+    def _validate(self, new: NewRows, entries: list) -> int:
+        """Validate the parsed rows: kept ones to the events table, others to ``entries``
+        as (row, quarantine line, reason); returns how many were kept."""
+        raw = new.raw
         layout = self._layout(raw)
         src = source_frame(raw, layout)
         checked = validate(src, self.source.shops, self.source.validation)
         kept = checked.kept
         pos = kept[ROW].to_numpy()  # position in ``raw``
-        line_hash = _line_hashes(raw)
+        line_hash = line_hashes(raw)
         items = self.plan.item_indices(kept[ITEM].to_numpy())
         first_seen = self.plan.catalog["first_seen"].to_numpy()
         times = kept[TIME].to_numpy(dtype="datetime64[ns]")
@@ -265,31 +242,33 @@ class ShopIngest:
         reason[(reason == "") & seen] = "duplicate"
         bad = reason != ""
 
-        q_rows = np.concatenate([checked.quarantine[ROW].to_numpy(np.int64), pos[bad]])
+        q_pos = np.concatenate([checked.quarantine[ROW].to_numpy(np.int64), pos[bad]])
         q_reasons = np.concatenate([checked.quarantine[REASON].to_numpy(object), reason[bad]])
-        q = self.state["quarantine"]
-        q["row"] = np.concatenate([q["row"], q_rows + first_row])
-        q["reason"] = np.concatenate([q["reason"], q_reasons.astype(str)])
-        q["line"] = np.concatenate([q["line"], _json_lines(raw.iloc[q_rows]).astype(str)])
+        fields = _json_lines(raw.iloc[q_pos])
+        for p, why, text in zip(q_pos.tolist(), q_reasons.tolist(), fields, strict=True):
+            row, line = int(new.rows[p]), new.line(p)
+            if line is None:  # Parquet: no bytes to point at; the fields are the row
+                digest, offset, length = hashlib.sha256(text.encode()).hexdigest(), None, None
+            else:
+                digest, offset, length = hashlib.sha256(line).hexdigest(), new.offsets[p], len(line)
+                offset = int(offset)
+            entries.append((row, entry(row, str(why), offset, length, digest, line, text), why))
 
         ok = ~bad
         users = self._user_indices(kept[USER].astype(str).to_numpy()[ok])
         ev = self.state["events"]
-        new = {
-            "row": pos[ok] + first_row,
+        added = {
+            "row": new.rows[pos[ok]],
             "user": users,
             "item": items[ok],
             "time": times[ok].view(np.int64),
         }
-        for key, values in new.items():
+        for key, values in added.items():
             ev[key] = np.concatenate([ev[key], values.astype(np.int64)])
         ev["window"] = np.concatenate([ev["window"], np.full(int(ok.sum()), HELD, np.int64)])
         ev["split"] = np.concatenate([ev["split"], np.zeros(int(ok.sum()), np.int64)])
         self.state["seen"] = np.concatenate([self.state["seen"], line_hash[pos[ok]]])
-        result.rows = len(raw)
-        result.kept = int(ok.sum())
-        counts = pd.Series(q_reasons, dtype=object).value_counts()
-        result.quarantined = {str(k): int(v) for k, v in counts.items()}
+        return int(ok.sum())
 
     def _user_indices(self, ids: np.ndarray) -> np.ndarray:
         """Private indices of user ids, new users numbered in order of first sight."""
@@ -328,7 +307,7 @@ class ShopIngest:
             rows, _ = self.watermark
             raise DataError(
                 f"shop {self.shop}: no usable event in '{self.path}' yet ({rows} rows read, "
-                f"{len(self.state['quarantine']['row'])} quarantined: see "
+                f"{int(self.state['quarantine']['count'])} quarantined: see "
                 f"{self.dir / QUARANTINE_VIEW}; {int((~placed).sum())} after the plan's last "
                 "window)"
             )
@@ -346,7 +325,6 @@ class ShopIngest:
             }
         )
         events = events.sort_values([TIME, ROW], kind="stable").reset_index(drop=True)
-        quarantined = pd.Series(self.state["quarantine"]["reason"]).value_counts()
         number = (
             self.plan.shops.index(self.shop)
             if self.shop in self.plan.shops
@@ -356,7 +334,7 @@ class ShopIngest:
             "source": f"log:{self.path.name}",
             "rows_in": self.watermark[0],
             "rows_kept": int(len(ev["row"])),
-            "quarantined": {str(k): int(v) for k, v in sorted(quarantined.items())},
+            "quarantined": self.quarantined.counts(),
             "held": int((~placed).sum()),
             "shops": 1,
             "windows": self.plan.n_windows,
@@ -368,21 +346,30 @@ class ShopIngest:
         return PreparedData(events, self.plan.catalog.copy(), self.plan.windows.copy(), report)
 
     def quarantine(self) -> pd.DataFrame:
-        """The local quarantine: log row, reason and the input line's fields."""
-        q = self.state["quarantine"]
-        fields = pd.DataFrame([json.loads(line) for line in q["line"]], index=range(len(q["row"])))
-        out = pd.DataFrame({ROW: q["row"], REASON: q["reason"]})
-        return pd.concat([out, fields], axis=1)
+        """The local quarantine: log row, reason, where its bytes are (offset, length,
+        sha256), the raw line (under the size limit) and the input line's fields."""
+        entries = self.quarantined.entries()
+        columns = [ROW, REASON, "offset", "length", "sha256", "raw"]
+        out = pd.DataFrame([{c: e.get(c) for c in columns} for e in entries], columns=columns)
+        fields = pd.DataFrame([e.get("fields") or {} for e in entries], index=out.index)
+        return pd.concat([out, fields.drop(columns=columns, errors="ignore")], axis=1)
 
     def _write_quarantine_view(self) -> None:
         tmp = self.dir / f".{QUARANTINE_VIEW}.tmp{os.getpid()}"
-        self.quarantine().to_csv(tmp, index=False)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE), "w") as f:
+            self.quarantine().to_csv(f, index=False)  # it names customers: owner only
         os.replace(tmp, self.dir / QUARANTINE_VIEW)
 
 
-def ingest_log(shop: str, source: EventLog, directory: str | Path, open_window: int):
+def ingest_log(
+    shop: str,
+    source: EventLog,
+    directory: str | Path,
+    open_window: int,
+    reset_corrupt: bool = False,
+) -> PreparedData:
     """Ingest what is new in ``shop``'s log and return its one-shop prepared data."""
-    ingest = ShopIngest(shop, source, directory)
+    ingest = ShopIngest(shop, source, directory, reset_corrupt)
     ingest.ingest(open_window)
     if ingest.plan.shops and shop not in ingest.plan.shops:
         log.warning("shop %r is not among the plan's shops %s", shop, ingest.plan.shops)
@@ -391,8 +378,8 @@ def ingest_log(shop: str, source: EventLog, directory: str | Path, open_window: 
 
 def _empty_state() -> dict:
     return {
-        "format": 1,
-        "log": {"rows": 0, "bytes": 0, "sha256": _EMPTY_SHA},
+        "format": 2,
+        "log": {"rows": 0, "bytes": 0, "sha256": EMPTY_SHA, "scan": 0},
         "users": np.zeros(0, dtype="U1"),
         "events": {
             **{k: np.zeros(0, dtype=t) for k, t in _EVENT_COLUMNS.items()},
@@ -400,33 +387,38 @@ def _empty_state() -> dict:
             "split": np.zeros(0, np.int64),  # 0 train, 1 test
         },
         "seen": np.zeros(0, np.uint64),  # hashes of the input lines kept so far
-        "quarantine": {
-            "row": np.zeros(0, np.int64),
-            "reason": np.zeros(0, dtype="U1"),
-            "line": np.zeros(0, dtype="U1"),  # the input line's fields as JSON
-        },
+        "quarantine": QuarantineFile.empty_state(),  # the file's committed length, counts
     }
 
 
-def _as_text(raw: pd.DataFrame) -> pd.DataFrame:
-    return raw.astype(object).where(raw.notna(), None)
+def _remove_temp_files(directory: Path) -> None:
+    """Remove what an interrupted write left (its process is gone) in ``directory``."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        m = _TEMP.match(path.name)
+        if m is None:
+            continue
+        pid = int(m.group(1) or m.group(2))
+        if pid != os.getpid() and _alive(pid):
+            continue  # another process is writing it now
+        log.info("removing %s, left by an interrupted write", path)
+        path.unlink(missing_ok=True)
 
 
-def _line_hashes(raw: pd.DataFrame) -> np.ndarray:
-    """A 64-bit hash of each input line (its fields as text)."""
-    return pd.util.hash_pandas_object(_as_text(raw), index=False).to_numpy(np.uint64)
-
-
-def _rows_digest(raw: pd.DataFrame) -> str:
-    """sha256 of a table's column names and rows (the Parquet watermark)."""
-    h = hashlib.sha256(json.dumps([str(c) for c in raw.columns]).encode())
-    h.update(_line_hashes(raw).tobytes())
-    return h.hexdigest()
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 1 << 22 and not isinstance(pid, bool)
+    return True
 
 
 def _json_lines(raw: pd.DataFrame) -> np.ndarray:
     """Each input line's fields as one JSON object (text)."""
     if not len(raw):
         return np.zeros(0, dtype=object)
-    text = _as_text(raw).to_json(orient="records", lines=True, force_ascii=True)
+    text = as_text(raw).to_json(orient="records", lines=True, force_ascii=True)
     return np.asarray(text.rstrip("\n").split("\n"), dtype=object)

@@ -20,6 +20,7 @@ from fedcl.result import RunResult
 from fedcl.run_data import run_data
 from fedcl.shop.agent import ShopAgent
 from fedcl.shop.ingest import EventLog, LogRewritten, ShopIngest
+from fedcl.shop.store import CorruptState
 
 CPU = torch.device("cpu")
 SHOP = "shop_01"
@@ -327,3 +328,18 @@ def test_client_app_needs_events_and_plan_together(world):
 
     with pytest.raises(ConfigError, match="plan=<plan dir>"):
         _own_log(world["cfg"], {"shop": SHOP, "events": str(world["log"])})
+
+
+def test_a_corrupt_ingest_state_stops_the_shop_instead_of_reading_the_log_again(world):
+    _write(world, world["lines"])
+    _ingest(world).ingest(0)
+    ingest_dir = world["state"] / SHOP / "ingest"
+    for gen in ingest_dir.glob("state-*.npz"):
+        gen.write_bytes(gen.read_bytes()[:-10] + b"x" * 10)
+
+    with pytest.raises(CorruptState, match=r"ingest state.*reset-corrupt-state=true"):
+        _ingest(world)
+
+    fresh = ShopIngest(SHOP, _source(world), ingest_dir, reset_corrupt=True)
+    assert fresh.ingest(0).kept == len(world["lines"])  # read again, on explicit request only
+    assert list(ingest_dir.glob("corrupt-*/state-*.npz"))
