@@ -122,6 +122,10 @@ class GlobalModel:
         self.model.load_shared_state(state)
 
 
+#: A decoded reply (TrainReply or EvalReply).
+R = TypeVar("R")
+
+
 class Server:
     """What one federated run's steps share: the grid, the configuration, what the server
     may know of the data, which shop is which node, and the results so far."""
@@ -168,9 +172,6 @@ class Server:
             self.max_users(shop), forward=0 <= window < self.data.n_windows - 1,
             n_boot=self.cfg.eval.n_boot,
         )  # fmt: skip
-
-
-R = TypeVar("R")
 
 
 def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> RunResult:
