@@ -23,12 +23,13 @@ from fedcl.evaluation import Cell, EvalConfig
 from fedcl.metrics.bootstrap import BOOT_SUM, BOOT_W, FIGURES, percentile_interval
 from fedcl.metrics.continual import cell_figures, combine_r, macro, weighted_mean
 from fedcl.result import RoundRow, RunResult
+from fedcl.shop.replies import WITHHELD
 
 #: ``final`` holds these (K = 10, Recall@20), names exactly as the contract writes them.
 FINAL_KEYS = ("hr@10", "ndcg@10", "recall@20", "mrr")
 Grid = list[list[dict[str, Cell]]]  # [t][i][shop] -> Cell
 #: Cell keys that are not metrics.
-NOT_METRICS = {"n_users", BOOT_SUM, BOOT_W}
+NOT_METRICS = {"n_users", BOOT_SUM, BOOT_W, WITHHELD}
 
 
 def _matrix(grid: Grid, shop: str, key: str) -> list[list[float | None]]:
@@ -116,11 +117,12 @@ def _listed(reps) -> list[float | None] | None:
 
 
 def withheld(grid: Grid, shops: Sequence[str]) -> dict[str, int]:
-    """``cells``: (t, i, shop) cells without users (in federated mode: withheld by the shop,
-    fewer than federated.min_users, or no test user at all) ``of`` all of them."""
-    counts = [int(row[i].get(s, {}).get("n_users") or 0)
-              for row in grid for i in range(len(row)) for s in shops]  # fmt: skip
-    return {"cells": sum(1 for n in counts if n == 0), "of": len(counts)}
+    """``cells``: (t, i, shop) cells a shop withheld (it had users, fewer than
+    federated.min_users) ``of`` all of them; ``empty``: cells without any test user."""
+    cells = [row[i].get(s, {}) for row in grid for i in range(len(row)) for s in shops]
+    held = sum(1 for c in cells if c.get(WITHHELD))
+    empty = sum(1 for c in cells if not c.get("n_users") and not c.get(WITHHELD))
+    return {"cells": held, "of": len(cells), "empty": empty}
 
 
 def cell_mean(cell: dict[str, Cell], shops: Sequence[str], metric: str) -> float | None:

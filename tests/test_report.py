@@ -17,6 +17,8 @@ METRICS = ("hr@10", "ndcg@10", "recall@20", "mrr")
 
 def cell(shop: str, values: list[float], boot: bool = True) -> dict:
     """A cell whose every metric is ``values``' mean, over shop-local users 0..n-1."""
+    if values is WITHHELD_CELL:
+        return {"n_users": 0, "withheld": 1}
     v = np.array(values, dtype=float)
     out: dict = {m: (float(v.mean()) if len(v) else None) for m in METRICS}
     out["n_users"] = len(v)
@@ -27,10 +29,14 @@ def cell(shop: str, values: list[float], boot: bool = True) -> dict:
     return out
 
 
+#: A cell the shop withheld (it had users, fewer than federated.min_users).
+WITHHELD_CELL: list = []
+
+
 def grid(boot: bool = True) -> list[list[dict]]:
     """Two windows, two shops; shop b withholds cell (0, 1)."""
     a = {(0, 0): [0.5, 0.3, 0.1], (0, 1): [0.2, 0.4], (1, 0): [0.4, 0.2, 0.0], (1, 1): [0.6, 0.4]}
-    b = {(0, 0): [0.9] * 6, (0, 1): [], (1, 0): [0.7] * 6, (1, 1): [0.2] * 4}
+    b = {(0, 0): [0.9] * 6, (0, 1): WITHHELD_CELL, (1, 0): [0.7] * 6, (1, 1): [0.2] * 4}
     return [
         [{"a": cell("a", a[t, i], boot), "b": cell("b", b[t, i], boot)} for i in range(2)]
         for t in range(2)
@@ -81,7 +87,7 @@ def test_intervals_hold_the_point_estimates_overall_and_per_shop() -> None:
 
 def test_withheld_cells_and_r_matrices_per_metric() -> None:
     doc = metrics()
-    assert doc["withheld"] == {"cells": 1, "of": 8}
+    assert doc["withheld"] == {"cells": 1, "of": 8, "empty": 0}
     assert set(doc["r_matrices"]) == set(METRICS)
     assert doc["r_matrices"]["ndcg@10"] == doc["r_matrix"]
     assert doc["r_matrix"][0][1] == pytest.approx(0.3)  # shop a alone: b withheld it

@@ -24,7 +24,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedcl.evaluation import Cell
-from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply
+from fedcl.shop.replies import WITHHELD, EvalReply, TrainingCost, TrainReply
 
 # --- record names and keys ----------------------------------------------------------------
 #: Record names (Flower's strategies use "arrays", "config" and "metrics").
@@ -191,7 +191,9 @@ def encode_eval_reply(reply: EvalReply) -> RecordDict:
     for variant, slot, cell in slots:
         metrics[f"{variant}/n_users/{slot}"] = int(cell.get("n_users") or 0)
         for k, v in cell.items():
-            if k in BOOT_KEYS:
+            if k == WITHHELD:
+                metrics[f"{variant}/{k}/{slot}"] = 1
+            elif k in BOOT_KEYS:
                 metrics[f"{variant}/{k}/{slot}"] = [float(x) for x in v]
             elif k != "n_users" and v is not None:
                 metrics[f"{variant}/{k}/{slot}"] = float(v)
@@ -226,7 +228,7 @@ def decode_eval_reply(content: RecordDict, spec: RowSpec) -> EvalReply:
     _records(content, arrays=set(), metrics={METRICS}, configs={SHOP})
     shop = _shop_name(content)
     m = content.metric_records[METRICS]
-    keys = ("n_users", *spec.metrics, *BOOT_KEYS)
+    keys = ("n_users", WITHHELD, *spec.metrics, *BOOT_KEYS)
     expected = {f"{v}/{k}/{slot}" for v in spec.variants for k in keys for slot in spec.slots()}
     extra = sorted(set(m) - expected - FINETUNE_METRICS)
     if extra:
@@ -253,11 +255,18 @@ def _cell(m: MetricRecord, variant: str, slot: str, spec: RowSpec) -> Cell:
     if n > spec.max_users:
         raise Rejected(f"{key!r} is {n}, more users than the shop can have ({spec.max_users})")
     names = [f"{variant}/{k}/{slot}" for k in (*spec.metrics, *BOOT_KEYS)]
+    flag = f"{variant}/{WITHHELD}/{slot}"
     if n == 0:
         sent = [k for k in names if k in m]
         if sent:
             raise Rejected(f"{sent[0]!r} is sent for a cell of 0 users")
-        return {"n_users": 0}
+        if flag not in m:
+            return {"n_users": 0}
+        if m[flag] != 1:
+            raise Rejected(f"{flag!r} is {m[flag]!r}, expected 1")
+        return {"n_users": 0, WITHHELD: 1}
+    if flag in m:
+        raise Rejected(f"{flag!r} is sent for a cell of {n} users")
     cell: Cell = {"n_users": n}
     for k in spec.metrics:
         name = f"{variant}/{k}/{slot}"

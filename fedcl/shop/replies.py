@@ -48,12 +48,19 @@ class EvalReply:
     finetune: TrainingCost | None = None
 
 
+#: The key marking a cell the shop withheld (it had users, fewer than ``min_users``).
+WITHHELD = "withheld"
+
+
 def withhold(cell: Cell, min_users: int) -> Cell:
-    """``cell`` as a shop may send it: over fewer than ``min_users`` users (at least 1) it
-    leaves as ``{"n_users": 0}``, with no metric and no replicate sums."""
+    """``cell`` as a shop may send it: over fewer than ``min_users`` users it leaves as
+    ``{"n_users": 0, "withheld": 1}``, with no metric and no replicate sums (saying only that
+    it had between 1 and min_users - 1 users); a cell without users as ``{"n_users": 0}``."""
     n = int(cell.get("n_users") or 0)
-    if n < max(min_users, 1):
+    if n == 0:
         return {"n_users": 0}
+    if n < min_users:
+        return {"n_users": 0, WITHHELD: 1}
     return {"n_users": n, **{k: v for k, v in cell.items() if k != "n_users" and v is not None}}
 
 

@@ -104,11 +104,16 @@ def test_evaluate_reply_is_aggregate_and_respects_min_users(tiny_cfg):
     reply = app(_message(MessageType.EVALUATE, arrays, 0, n_items), _context(0))
 
     metrics = dict(reply.content.metric_records[METRICS])
-    # Every cell rests on fewer than 1000 users: all withheld, only zero counts leave
-    # (besides the cost of the shop's fine-tuning: examples and seconds, no user data).
+    # Every cell rests on fewer than 1000 users: all withheld, only zero counts and the
+    # "withheld" mark of a cell that had users leave (besides the cost of the shop's
+    # fine-tuning: examples and seconds, no user data).
     cost = {FINETUNE_EXAMPLES, FINETUNE_S, FINETUNE_CPU_S}
     cells = {k: v for k, v in metrics.items() if k not in cost}
-    assert cells and all(k.split("/")[1] == "n_users" and v == 0 for k, v in cells.items())
+    counts = {k: v for k, v in cells.items() if k.split("/")[1] == "n_users"}
+    marks = {k: v for k, v in cells.items() if k.split("/")[1] == "withheld"}
+    assert counts and all(v == 0 for v in counts.values())
+    assert marks and all(v == 1 for v in marks.values())
+    assert set(cells) == set(counts) | set(marks)
     assert set(metrics) - set(cells) <= cost
     assert reply.content.config_records["shop"]["shop"] == data.shops[0]
 

@@ -177,6 +177,8 @@ def test_an_honest_evaluate_reply_round_trips():
         ("bogus/ndcg@10/0", 0.5, "unexpected metric keys"),
         ("finetune-s", 1.0, "fine-tuning cost"),  # one of three cost keys
         ("new/n_users/0", 2.5, "expected an integer"),
+        ("new/withheld/0", 1, "withheld"),  # a withheld mark on a cell that has users
+        ("new/withheld/1", 7, "expected 1"),
     ],
 )
 def test_malformed_evaluate_replies_are_rejected(key, value, why):
@@ -184,6 +186,16 @@ def test_malformed_evaluate_replies_are_rejected(key, value, why):
 
     with pytest.raises(Rejected, match=why):
         decode_eval_reply(content, ROW)
+
+
+def test_a_withheld_cell_round_trips_as_withheld():
+    sent = _eval()
+    sent.cells["new"][1] = {"n_users": 0, "withheld": 1}
+
+    got = decode_eval_reply(encode_eval_reply(sent), ROW)
+
+    assert got.cells["new"][1] == {"n_users": 0, "withheld": 1}
+    assert got.cells["repeat"][1] == {"n_users": 0}
 
 
 def test_an_evaluate_reply_without_its_shop_record_is_rejected():
