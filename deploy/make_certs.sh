@@ -31,9 +31,10 @@ if [[ -z "$dir" ]]; then
 fi
 command -v openssl >/dev/null || { echo "make_certs.sh: openssl not found" >&2; exit 1; }
 
-mkdir -p "$dir"
-cd "$dir"
 umask 077
+mkdir -p "$dir"
+chmod 700 "$dir"
+cd "$dir"
 
 openssl genrsa -out ca.key 4096 2>/dev/null
 openssl req -new -x509 -key ca.key -sha256 -days "$days" -out ca.crt \

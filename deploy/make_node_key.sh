@@ -18,7 +18,9 @@ fi
 name="$1"
 dir="$2"
 command -v ssh-keygen >/dev/null || { echo "make_node_key.sh: ssh-keygen not found" >&2; exit 1; }
+umask 077
 mkdir -p "$dir"
+chmod 700 "$dir"
 if [[ -e "$dir/$name" ]]; then
     echo "make_node_key.sh: $dir/$name exists; not overwriting" >&2
     exit 1

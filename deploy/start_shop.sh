@@ -7,7 +7,8 @@
 #
 # Options (defaults in brackets):
 #   --shop NAME        the shop's name in the data, e.g. Germany or shop_00 (required)
-#   --superlink H:P    the operator's SuperLink [127.0.0.1:8000]
+#   --superlink H:P    the operator's Fleet gateway (start_server.sh --host/--port)
+#                      [127.0.0.1:8000]
 #   --ca FILE          the operator's CA certificate [./fedcl-deploy/certs/ca.crt]
 #   --key FILE         this shop's private key (deploy/make_node_key.sh)
 #                      [./fedcl-deploy/keys/NAME]
@@ -25,11 +26,21 @@
 #   --dir DIR          supernode.pid and supernode.log [./fedcl-deploy/shops/NAME]
 #   --cache DIR        FEDCL_CACHE: the shop's prepared data [$FEDCL_CACHE or ~/.cache/fedcl]
 #   --wait S           seconds to wait until the SuperLink accepts the node [30]
+#   --trusted-entities FILE
+#                      run only app bundles signed by these keys (YAML: {fpk_ID: 'ssh-ed25519
+#                      ...'}). Flower 1.42 verifies only signatures made through Flower Hub:
+#                      a bundle submitted with `flwr run .` (fedcl's, too) is refused.
+#                      Not for fedcl runs yet (OPERATOR_GUIDE.md, threat model) [off]
 #
+# Everything it creates is private (umask 077: files 600, directories 700), also what the
+# SuperNode's ClientApps write (they inherit the mask).
 # Activate the venv that has fedcl + flwr installed first (flower-supernode must be on PATH).
 set -euo pipefail
 
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
+
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # umask 077, stop_pid
 
 shop=""
 superlink=127.0.0.1:8000
@@ -42,6 +53,7 @@ port=9094
 dir=""
 cache="${FEDCL_CACHE:-}"
 wait_s=30
+trusted=""
 stop=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -57,6 +69,7 @@ while [[ $# -gt 0 ]]; do
         --dir) dir="$2"; shift 2 ;;
         --cache) cache="$2"; shift 2 ;;
         --wait) wait_s="$2"; shift 2 ;;
+        --trusted-entities) trusted="$2"; shift 2 ;;
         --stop) stop=1; shift ;;
         *) echo "start_shop.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -75,13 +88,11 @@ dir="${dir:-./fedcl-deploy/shops/$safe}"
 key="${key:-./fedcl-deploy/keys/$safe}"
 state_dir="${state_dir:-$dir/state}"
 
-mkdir -p "$dir"
+private_dir "$dir"
 dir=$(cd "$dir" && pwd)
 pidfile="$dir/supernode.pid"
 logfile="$dir/supernode.log"
 
-# shellcheck source=deploy/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 stop_if_asked "$stop" "$pidfile"
 
 if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -97,6 +108,11 @@ command -v flower-supernode >/dev/null || {
     echo "flower-supernode not on PATH: activate the fedcl venv" >&2
     exit 1
 }
+trust_args=()
+if [[ -n "$trusted" ]]; then
+    [[ -f "$trusted" ]] || { echo "missing $trusted (--trusted-entities)" >&2; exit 1; }
+    trust_args=(--trusted-entities "$(cd "$(dirname "$trusted")" && pwd)/$(basename "$trusted")")
+fi
 own_log=""
 if [[ -n "$events" ]]; then
     [[ -f "$events" ]] || { echo "missing event log $events (--events)" >&2; exit 1; }
@@ -108,12 +124,12 @@ if [[ -n "$events" ]]; then
     plan=$(cd "$plan" && pwd)
     own_log=" events=\"$events\" plan=\"$plan\""
 fi
-mkdir -p "$state_dir"
+private_dir "$state_dir"
 state_dir=$(cd "$state_dir" && pwd)
 ca=$(cd "$(dirname "$ca")" && pwd)/$(basename "$ca")
 key=$(cd "$(dirname "$key")" && pwd)/$(basename "$key")
 if [[ -n "$cache" ]]; then
-    mkdir -p "$cache"
+    private_dir "$cache"
     export FEDCL_CACHE
     FEDCL_CACHE=$(cd "$cache" && pwd)
 fi
@@ -127,6 +143,7 @@ setsid flower-supernode \
     --auth-supernode-private-key "$key" \
     --node-config "shop=\"$shop\" state-dir=\"$state_dir\"$own_log" \
     --port "$port" \
+    "${trust_args[@]}" \
     >"$logfile" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$pidfile"

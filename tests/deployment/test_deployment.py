@@ -1,13 +1,20 @@
-"""Real Flower deployment on loopback: one SuperLink with TLS and SuperNode authentication
-(``deploy/start_server.sh``), shop SuperNodes started by ``deploy/start_shop.sh``, each reading
-its own event log against the operator's public plan (``python -m fedcl.plan``), runs
-submitted with ``flwr run``.
+"""Real Flower deployment on loopback: one SuperLink with TLS and SuperNode authentication,
+listening on loopback only, behind the nginx Fleet gateway that shops reach
+(``deploy/start_server.sh``); shop SuperNodes started by ``deploy/start_shop.sh``, each
+reading its own event log against the operator's public plan (``python -m fedcl.plan``); runs
+submitted with ``flwr run`` on the operator's connection (the SuperLink's own port).
 
 Scenarios (they share the SuperLink, the plan and the registered keys; each starts its own
 three SuperNodes with fresh state directories and stops them at its end, so they stay
 independent):
 
 - an unregistered node is refused;
+- an outsider holding only ca.crt, at the gateway, can neither register its node key nor
+  start a run of its own app (``flwr supernode register`` / ``flwr run``: 404);
+- a shop started with ``--trusted-entities`` refuses an unsigned app bundle (its ClientApp
+  never runs);
+- the server's files (database, logs, keys) are 600 / 700, and after a run so are the
+  ServerApp's out-dir and checkpoint and the shops' state;
 - a run of 2 windows x 2 rounds finishes and writes its metrics; neither the server nor the
   shops prepare the dataset (their caches stay empty);
 - one shop's SuperNode is SIGKILLed while it trains a round: the round completes with the
@@ -35,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -72,8 +80,10 @@ def _free_port() -> int:
 
 
 def _missing_tools() -> list[str]:
-    tools = ["openssl", "ssh-keygen", "curl", "setsid"]
+    tools = ["openssl", "ssh-keygen", "curl", "setsid", "ps"]
     missing = [t for t in tools if shutil.which(t) is None]
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        missing.append("nginx (the Fleet gateway: apt-get install nginx-light)")
     missing += [
         t for t in ("flower-superlink", "flower-supernode", "flwr") if not (BIN / t).exists()
     ]
@@ -85,14 +95,78 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def _kill_pid(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state letter) of every process we can see."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def _live(pids: set[int], pgids: set[int]) -> list[int]:
+    """Live (not zombie: PID 1 reaps them late here) processes among ``pids`` or in
+    the groups ``pgids``."""
+    return [
+        pid
+        for pid, (_, pgid, state) in _table().items()
+        if state != "Z" and (pid in pids or pgid in pgids)
+    ]
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(_live(set(), {pgid}))
+
+
+def _tree(pgids: list[int]) -> tuple[set[int], set[int]]:
+    """The processes of ``pgids`` and all their descendants (pids), and the groups among
+    them (pgids): flower-superlink starts flower-superexec in a session of its own, so a
+    SuperLink's ServerApps are outside its group."""
+    table = _table()
+    pids = {pid for pid, (_, pgid, _) in table.items() if pgid in pgids} | set(pgids)
+    grew = True
+    while grew:
+        more = {pid for pid, (ppid, _, _) in table.items() if ppid in pids} - pids
+        pids |= more
+        grew = bool(more)
+    groups = set(pgids) | {table[p][1] for p in pids if p in table and table[p][1] in pids}
+    return pids, groups
+
+
+def _stop_tree(pgids: list[int], sig: int = signal.SIGTERM, grace: float = 20) -> list[int]:
+    """Send ``sig`` to the groups and every descendant, wait up to ``grace`` s until all are
+    gone, SIGKILL the rest and wait again (bounded, 15 s). Returns what is still alive."""
+    pids, groups = _tree(pgids)
+    table = _table()
+    for pgid in groups:
+        _kill_group(pgid, sig)
+    # Once only: a second SIGTERM cuts a SuperNode's clean exit short (it then does not
+    # leave the federation, and its restart is refused for a minute).
+    for pid in pids:
+        if pid not in table or table[pid][1] not in groups:
+            _kill_pid(pid, sig)
+    deadline = time.monotonic() + grace
+    while _live(pids, groups) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _live(pids, groups):
+        for pgid in groups:
+            _kill_group(pgid, signal.SIGKILL)
+        for pid in _live(pids, groups):
+            _kill_pid(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while _live(pids, groups) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return _live(pids, groups)
 
 
 def _processes() -> Iterator[tuple[int, str, str]]:
@@ -116,6 +190,78 @@ def _our_processes(markers: list[str]) -> list[str]:
         for pid, state, cmd in _processes()
         if state != "Z" and ("flower" in cmd or "flwr" in cmd) and any(m in cmd for m in markers)
     ]
+
+
+def _not_private(top: Path) -> list[str]:
+    """Entries under ``top`` (itself included) that group or others may read or enter."""
+    return [
+        f"{oct(p.stat().st_mode & 0o777)} {p}"
+        for p in [top, *top.rglob("*")]
+        if not p.is_symlink() and p.stat().st_mode & 0o077
+    ]
+
+
+#: An outsider's Flower app: its ClientApp would read a shop's node config and list its
+#: state directory (what the observed attack returned), and leave a mark there.
+ROGUE_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "rogue"
+version = "1.0.0"
+description = "not fedcl"
+license = "Apache-2.0"
+dependencies = ["flwr"]
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "rogue"
+
+[tool.flwr.app.components]
+serverapp = "rogue_app:server"
+clientapp = "rogue_app:client"
+
+[tool.flwr.app.config]
+"""
+ROGUE_APP = """\
+import os
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+client = ClientApp()
+server = ServerApp()
+
+
+@client.query()
+def spy(msg: Message, context: Context) -> Message:
+    loot = {k: str(v) for k, v in context.node_config.items()}
+    state = Path(str(context.node_config.get("state-dir", ".")))
+    loot["listing"] = " ".join(sorted(os.listdir(state)))
+    (state / "PWNED").write_text("rogue code ran here")
+    return Message(RecordDict({"loot": ConfigRecord(loot)}), reply_to=msg)
+
+
+@server.main()
+def main(grid: Grid, context: Context) -> None:
+    nodes = list(grid.get_node_ids())
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
+    for reply in grid.send_and_receive(msgs, timeout=120):
+        print("ROGUE REPLY", reply.error if reply.has_error() else reply.content)
+"""
+
+
+def _rogue_app(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pyproject.toml").write_text(ROGUE_PYPROJECT)
+    (directory / "rogue_app.py").write_text(ROGUE_APP)
+    return directory
 
 
 def _generations(directory: Path) -> list[int]:
@@ -169,7 +315,8 @@ class Link:
     """A running SuperLink, its environment, and every process group started for it."""
 
     root: Path
-    port: int
+    port: int  # the Fleet gateway (what shops and outsiders reach)
+    control_port: int  # the SuperLink itself, on loopback: the operator's `flwr` connection
     env: dict[str, str]
     groups: list[int] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
@@ -178,6 +325,7 @@ class Link:
 
     @property
     def address(self) -> str:
+        """The shops' address: the Fleet gateway."""
         return f"127.0.0.1:{self.port}"
 
     @property
@@ -219,18 +367,13 @@ class Link:
         return pid
 
     def stop_groups(self, pgids: list[int], sig: int = signal.SIGTERM, grace: float = 20):
-        """End process groups we started (SIGKILL after ``grace`` s) and forget them."""
+        """End process groups we started and every process they started (SIGKILL after
+        ``grace`` s), wait until they are gone, and forget them."""
+        left = _stop_tree(pgids, sig, grace)
         for pgid in pgids:
-            _kill_group(pgid, sig)
-        deadline = time.monotonic() + grace
-        while any(_group_alive(g) for g in pgids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pgid in pgids:
-            if _group_alive(pgid):
-                _kill_group(pgid, signal.SIGKILL)
-                time.sleep(0.5)
             if not _group_alive(pgid) and pgid in self.groups:
                 self.groups.remove(pgid)
+        return left
 
     # --- shops ------------------------------------------------------------------------
     def shop(self, name: str, scenario: str, *, key: Path | None = None) -> Shop:
@@ -246,18 +389,32 @@ class Link:
             cache=base / "cache" / name,
         )
 
-    def start_shop(self, shop: Shop, *, check: bool = True, own_log: bool = True):
+    def start_shop(
+        self, shop: Shop, *, check: bool = True, own_log: bool = True, extra: tuple = ()
+    ):
         args: list[str | Path] = [
             DEPLOY / "start_shop.sh", "--shop", shop.name, "--superlink", self.address,
             "--ca", self.root / "certs" / "ca.crt", "--key", shop.key,
             "--port", str(shop.port), "--dir", shop.dir, "--state-dir", shop.state,
             "--cache", shop.cache, "--wait", "60",
         ]  # fmt: skip
+        args += list(extra)
         if own_log:
             args += ["--events", self.root / "logs" / f"{shop.name}.csv", "--plan", self.plan]
         res = self.sh(*args, timeout=90, check=check)
         if (shop.dir / "supernode.pid").exists():
             shop.pgid = self.adopt(shop.dir / "supernode.pid")
+        return res
+
+    def start_shop_retrying(self, shop: Shop, timeout: float = 150):
+        """Start a shop; while the SuperLink refuses its key (exit code 305: a SuperNode of
+        the same key that died abnormally, e.g. in a scenario that failed, still counts as
+        online until its heartbeats lapse, about a minute), try again."""
+        t0 = time.monotonic()
+        while (res := self.start_shop(shop, check=False)).returncode != 0:
+            assert "305" in res.stderr, res.stderr
+            assert time.monotonic() - t0 < timeout, f"{shop.name} refused for {timeout} s"
+            time.sleep(3)
         return res
 
     @contextlib.contextmanager
@@ -268,7 +425,7 @@ class Link:
         try:
             t0 = time.monotonic()
             with ThreadPoolExecutor(len(shops)) as pool:
-                list(pool.map(self.start_shop, shops.values()))
+                list(pool.map(self.start_shop_retrying, shops.values()))
             self.timings[f"{scenario}_shops_start_s"] = time.monotonic() - t0
             yield shops
         finally:
@@ -327,7 +484,7 @@ class Link:
 
     def serverapp_alive(self) -> bool:
         """Whether a ServerApp process of this SuperLink runs (scenarios run one at a time)."""
-        mark = f"--runtime-api-address 127.0.0.1:{self.port}"
+        mark = f"--runtime-api-address 127.0.0.1:{self.control_port}"
         return any(
             s != "Z" and "flwr-serverapp" in cmd and mark in cmd for _, s, cmd in _processes()
         )
@@ -341,30 +498,33 @@ class Link:
 
 
 def _stop_all(link: Link) -> list[str]:
-    """SIGTERM every group we started, SIGKILL what is left after 20 s; returns leftovers."""
-    for pgid in reversed(link.groups):
-        _kill_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_group_alive(g) for g in link.groups):
+    """Stop every group we started and their descendants (SIGKILL after 20 s); wait (bounded,
+    60 s: a loaded machine is slow to end Python processes) until no Flower process that
+    names our paths or ports is left; returns the leftovers."""
+    left_pids = link.stop_groups(list(reversed(link.groups)))
+    markers = [str(link.root)] + [f":{p}" for p in [link.port, link.control_port, *link.ports]]
+    deadline = time.monotonic() + 60
+    while (left := _our_processes(markers)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    for pgid in link.groups:
-        if _group_alive(pgid):
-            _kill_group(pgid, signal.SIGKILL)
-    time.sleep(1)
-    markers = [str(link.root)] + [f":{p}" for p in [link.port, *link.ports]]
-    left = _our_processes(markers)
+    left += [f"pid {p} (a descendant, alive after SIGKILL)" for p in left_pids]
     left += [f"process group {g}" for g in link.groups if _group_alive(g)]
     return left
 
 
 @pytest.fixture(scope="module")
-def link(tmp_path_factory):
+def link(request):
     """The SuperLink (TLS, node authentication), the operator's plan with one event log per
     shop, and the shops' keys, registered."""
     if missing := _missing_tools():
         pytest.skip(f"deployment test needs {', '.join(missing)}")
-    root = tmp_path_factory.mktemp("deploy")
-    port = _free_port()
+    # Not under pytest's tmp_path: another pytest session on the machine deletes all but its
+    # three latest base directories, which pulled the out-dir from under a running ServerApp.
+    # Removed at the end when every scenario passed and no process is left; kept otherwise.
+    root = Path(tempfile.mkdtemp(prefix="fedcl-deploy-"))
+    failed_before = request.session.testsfailed
+    port, control_port = _free_port(), _free_port()
+    while control_port == port:
+        control_port = _free_port()
     env = dict(os.environ)
     env.update(
         FLWR_HOME=str(root / "flwr"),
@@ -378,18 +538,20 @@ def link(tmp_path_factory):
     (root / "flwr").mkdir()
     (root / "flwr" / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONN}"\n\n[superlink.{CONN}]\n'
-        f'address = "127.0.0.1:{port}"\nroot-certificates = "{root / "certs" / "ca.crt"}"\n'
+        f'address = "127.0.0.1:{control_port}"\nroot-certificates = "{root / "certs" / "ca.crt"}"\n'
     )
-    lk = Link(root=root, port=port, env=env)
+    lk = Link(root=root, port=port, control_port=control_port, env=env)
     t_all = time.monotonic()
     try:
         t0 = time.monotonic()
         lk.sh(DEPLOY / "make_certs.sh", root / "certs")
         lk.sh(
             DEPLOY / "start_server.sh", "--certs", root / "certs", "--port", str(port),
-            "--dir", root / "superlink", "--timeout", "60", timeout=90,
+            "--control-port", str(control_port), "--dir", root / "superlink",
+            "--timeout", "60", timeout=120,
         )  # fmt: skip
         lk.adopt(root / "superlink" / "superlink.pid")
+        lk.adopt(root / "superlink" / "fleet-gateway.pid")
         lk.timings["superlink_start_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()
@@ -419,6 +581,10 @@ def link(tmp_path_factory):
         left = _stop_all(lk)
         lk.timings["module_s"] = time.monotonic() - t_all
         print("\ndeployment timings (s):", {k: round(v, 1) for k, v in lk.timings.items()})
+        if left or request.session.testsfailed != failed_before:
+            print(f"kept {root} for inspection")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
         assert not left, f"Flower processes left behind: {left}"
 
 
@@ -456,12 +622,16 @@ def _run_config(overrides: str):
 
 
 def _checkpoint_position(link: Link, out_dir: Path) -> tuple[int, int] | None:
-    """(window, round) the server continues at, from its checkpoint (None: none yet)."""
+    """(window, round) the server continues at, from its checkpoint (None: none yet). Read
+    without the checkpoint's configuration check: this process's fedcl may differ from the
+    bundle's when fedcl/ is edited while the module runs (seen: a changed default)."""
     from fedcl.federated.checkpoint import ServerCheckpoint, checkpoint_dir
 
     cfg = _run_config(link.overrides())
-    snap = ServerCheckpoint(checkpoint_dir(cfg, out_dir), cfg).load()
-    return None if snap is None else (snap.window, snap.round)
+    tree = ServerCheckpoint(checkpoint_dir(cfg, out_dir), cfg).store.load()
+    if tree is None:
+        return None
+    return int(tree["position"]["window"]), int(tree["position"]["round"])
 
 
 def _wait_position(link: Link, out_dir: Path, at_least: tuple[int, int], timeout: float):
@@ -485,6 +655,114 @@ def test_unregistered_shop_is_refused(link, scenario):
     assert link.online() == 0
 
 
+def test_outsider_with_the_ca_cert_cannot_register_or_start_runs(link, scenario):
+    """The observed attack, from someone who holds only ca.crt and reaches what shops reach
+    (the Fleet gateway): registering its own node key and submitting its own app are both
+    refused (the gateway forwards no Control API path), and nothing changed on the
+    SuperLink."""
+    home = link.root / "outsider"
+    (home / "flwr").mkdir(parents=True)
+    (home / "flwr" / "config.toml").write_text(
+        '[superlink]\ndefault = "target"\n\n[superlink.target]\n'
+        f'address = "{link.address}"\nroot-certificates = "{link.root / "certs" / "ca.crt"}"\n'
+    )
+    link.sh(DEPLOY / "make_node_key.sh", "rogue", home)
+    app = _rogue_app(home / "app")
+    nodes_before = link.flwr_json("supernode", "ls", CONN)["nodes"]
+    runs_before = {r["run-id"] for r in link.flwr_json("ls", CONN)["runs"]}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(link, "env", {**link.env, "FLWR_HOME": str(home / "flwr")})
+        register = link.sh(
+            BIN / "flwr", "supernode", "register", "rogue.pub", "target", check=False, cwd=home
+        )
+        run = link.sh(BIN / "flwr", "run", ".", "target", check=False, cwd=app)
+    for what, res in (("flwr supernode register rogue.pub target", register),
+                      ("flwr run . target", run)):  # fmt: skip
+        print(f"\n$ {what}\nexit {res.returncode}\n{res.stdout}{res.stderr}")
+    out = register.stdout + register.stderr
+    assert register.returncode != 0 and "registered successfully" not in out, out
+    assert "404 Not Found" in out and "/v1/control/register-node" in out, out
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "404 Not Found" in out and "/v1/control/start-run" in out
+
+    # Nothing but the Fleet API answers on the gateway, however the path is spelled.
+    ca = link.root / "certs" / "ca.crt"
+    for path in ("/v1/control/register-node", "/v1/control/start-run", "/v1/control/list-runs",
+                 "/v1/runtime/pull-messages", "/v1/fleet/../control/register-node",
+                 "/v1/fleet/%2e%2e/control/register-node", "/v1/fleet/..%2Fcontrol/list-nodes",
+                 "//v1/control/list-nodes", "/docs", "/openapi.json"):  # fmt: skip
+        code = link.sh(
+            "curl", "-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+            ca, "-X", "POST", "-H", "Content-Type: application/json", "-d", "{}",
+            f"https://{link.address}{path}", check=False,
+        ).stdout  # fmt: skip
+        assert code in ("400", "404"), (path, code)
+    # The Fleet API itself answers (a SuperNode's request without a valid signature: 401).
+    code = link.sh(
+        "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca, "-X", "POST",
+        "-H", "Content-Type: application/protobuf", "--data-binary", "",
+        f"https://{link.address}/v1/fleet/send-node-heartbeat", check=False,
+    ).stdout  # fmt: skip
+    assert code not in ("404", "000"), code
+
+    nodes_after = link.flwr_json("supernode", "ls", CONN)["nodes"]
+    assert sorted(n["node-id"] for n in nodes_after) == sorted(n["node-id"] for n in nodes_before)
+    assert {r["run-id"] for r in link.flwr_json("ls", CONN)["runs"]} == runs_before
+
+
+def test_shop_with_trusted_entities_refuses_an_unsigned_bundle(link, scenario):
+    """A shop started with --trusted-entities refuses an app bundle nobody it trusts signed,
+    even one the SuperLink accepted (here submitted on the operator's connection): its
+    ClientApp never runs. (Flower 1.42 verifies only Flower Hub signatures, so fedcl's own
+    locally built bundle is refused the same way: see OPERATOR_GUIDE.md, threat model.)"""
+    base = link.root / "trusted"
+    base.mkdir()
+    link.sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", base / "operator_ed25519")
+    pub = (base / "operator_ed25519.pub").read_text().strip()
+    (base / "trusted.yaml").write_text(f"fpk_operator: '{pub}'\n")
+    shop = link.shop("shop_00", "trusted")
+    run_id = ""
+    try:
+        link.start_shop(shop, own_log=False, extra=("--trusted-entities", base / "trusted.yaml"))
+        app = _rogue_app(base / "app")
+        sub = link.flwr_json("run", str(app), CONN, timeout=120)
+        assert sub["success"], sub
+        run_id = str(sub["run-id"])
+        link.runs.add(run_id)
+        deadline = time.monotonic() + 180
+        while "The FAB could not be verified" not in shop.log:
+            assert time.monotonic() < deadline, shop.log[-3000:]
+            time.sleep(0.5)
+        link.wait_no_serverapp(timeout=180)  # it got the shop's error reply and ended
+        print("\n" + "\n".join(
+            line for line in shop.log.splitlines() if "verif" in line or "Receiving" in line
+        ))  # fmt: skip
+    finally:
+        if shop.pgid is not None:
+            link.stop_groups([shop.pgid])
+    # The shop answered with an error reply (Flower's FAB verification error), not with loot.
+    server_log = link.server_log(run_id)
+    print(server_log[-1500:])
+    assert "listing" not in server_log and "state-dir" not in server_log
+    assert not (shop.state / "PWNED").exists()
+    assert not [c for _, _, c in _processes() if "flwr-clientapp" in c and str(shop.port) in c]
+
+
+def test_server_files_are_private(link, scenario):
+    """The deploy scripts' umask 077: the SuperLink's database, logs, pid files and gateway
+    files, the keys and the CA key are 600 (directories 700); only the certificates are
+    world-readable."""
+    superlink = link.root / "superlink"
+    assert (superlink / "superlink.db").exists()
+    assert _not_private(superlink) == []
+    assert _not_private(link.root / "keys") == []
+    certs = link.root / "certs"
+    assert certs.stat().st_mode & 0o777 == 0o700
+    for key in ("ca.key", "server.key"):
+        assert (certs / key).stat().st_mode & 0o777 == 0o600, key
+
+
 def test_federated_run_with_tls_and_node_auth(link, scenario):
     with link.fleet("run") as shops:
         out_dir = link.root / "run" / "out"
@@ -497,6 +775,13 @@ def test_federated_run_with_tls_and_node_auth(link, scenario):
     doc = json.loads((out_dir / "metrics.json").read_text())
     _assert_complete(doc)
     assert doc["resumed_from"] == [] and doc["rejected_replies"] == []
+    # What the ServerApp wrote (metrics, checkpoint) and each shop's state are private.
+    assert (out_dir / "checkpoint").is_dir()
+    assert _not_private(out_dir) == []
+    for shop in shops.values():
+        assert _not_private(shop.state) == [], shop.name
+        assert _not_private(shop.dir) == [], shop.name
+    assert _not_private(link.root / "superlink") == []
     rounds = _federated_rounds(out_dir)
     assert [(int(r["window"]), int(r["round"])) for r in rounds] == SCHEDULE
     assert all(r["ok"] == r["shops"] == "3" for r in rounds), rounds
