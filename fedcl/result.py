@@ -13,7 +13,7 @@ from fedcl.errors import FedclError
 from fedcl.evaluation import Cell
 
 #: The version of :meth:`RunResult.to_json`; a checkpoint of another version is refused.
-VERSION = 2  # 2: forward cells
+VERSION = 3  # 2: forward cells; 3: claims (the weight-growth bound's history)
 #: R-matrix cells: ``[t][i][shop]`` (model after window t, test window i).
 Grid = list[list[dict[str, Cell]]]
 #: One evaluation of a model on every test window: ``{variant: [{shop: cell} per window]}``.
@@ -37,6 +37,11 @@ class RoundRow:
     ok: int = 1
     rejected: int = 0
     rejected_shops: str = ""
+    #: Updates scaled down to the round's norm bound, and whose; shops whose num-examples
+    #: was capped (fedcl.federated.bounds).
+    clipped: int = 0
+    clipped_shops: str = ""
+    capped_shops: str = ""
     #: Events new to the learner (centralized, local).
     events: int = 0
     examples: int = 0
@@ -81,6 +86,8 @@ class RunResult:
     rejected: list[Rejection] = field(default_factory=list)
     #: Where a restarted server continued (window, round, server_round); [] = never.
     resumed_from: list[dict[str, int]] = field(default_factory=list)
+    #: Each shop's largest num-examples claim so far (federated: the weight-growth bound).
+    claims: dict[str, int] = field(default_factory=dict)
 
     def add_row(self, row: Row, forward: ForwardCells | None = None) -> None:
         """The evaluation after the next window: one R-matrix row per variant, and its forward
@@ -142,4 +149,5 @@ class RunResult:
             bytes_down=int(doc["bytes_down"]),
             rejected=[Rejection(**r) for r in doc["rejected"]],
             resumed_from=doc["resumed_from"],
+            claims={k: int(v) for k, v in doc["claims"].items()},
         )

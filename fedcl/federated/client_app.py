@@ -23,6 +23,7 @@ from fedcl.config import Config, config_from_run
 from fedcl.data.sources.csv import CsvConfig
 from fedcl.device import resolve_device
 from fedcl.errors import ConfigError
+from fedcl.federated.attacks import attack, is_attacker
 from fedcl.federated.protocol import (
     ARRAYS,
     encode_eval_reply,
@@ -80,6 +81,10 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
         ins = read_instruction(msg.content)
         shared = from_record(msg.content[ARRAYS], agent.device)
         reply = agent.train(shared, ins.window, ins.n_items, ins.proximal_mu)
+        bad = config(context).federated.attack  # research/simulation only: a simulated attacker
+        if is_attacker(bad, context.node_config):
+            seed = int(context.node_config["partition-id"]) * 7919 + ins.window * 100 + ins.round
+            reply = attack(reply, shared, bad, seed)
         return Message(content=encode_train_reply(reply), reply_to=msg)
 
     @app.evaluate()

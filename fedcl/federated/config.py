@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from fedcl.checks import above, at_least, within
+from fedcl.checks import above, at_least, one_of, within
 from fedcl.errors import ConfigError
 from fedcl.models.base import Recommender
 
@@ -54,6 +54,94 @@ class StrategyConfig:
                         f"{key}.kwargs.{k} is not an argument of {cls.__name__}; "
                         f"its arguments: {', '.join(allowed)}"
                     )
+
+
+@dataclass
+class BoundsConfig:
+    """What one train reply may move (``federated.bounds``, applied by
+    :mod:`fedcl.federated.bounds` after the replies are checked, before aggregation).
+
+    Why these defaults (numbers in docs/RESULTS.md, "Attack suite (issue 13)"):
+
+    - the norm bound is per sqrt(num-examples), x3 the round's median: honest shops differ
+      in size, so in steps; on Online Retail by country (the default experiment) the UK's
+      raw update is 15-25x the median shop's, but every shop's norm per sqrt(examples) lies
+      within 0.7-1.7x of the median, so x3 touches no honest shop there nor in the clean
+      synthetic runs, while x100, x-10 and noise updates are far above it;
+    - ``reject`` rather than ``clip``: a clipped attacker still pulls 3x the median in its
+      own direction every round (in the suite, scale x100 by 2 of 10 shops costs ACC
+      about 0.02 when clipped, nothing when rejected);
+    - ``max_share`` 0.95: the UK honestly holds 87-93% of a round's weight on Online
+      Retail, so a tighter default would reweight the main experiment; 0.95 binds only a
+      shop claiming more than 19x all the others together (the 9.9e7 claim) and falls back
+      to equal weights when several do. Federations of similar shops should set it lower
+      (e.g. 2-3x 1/shops);
+    - ``max_growth`` 100: honest small shops grow fast on Online Retail (Switzerland 50 ->
+      1,250 examples, 25x, from window 0 to 1), so 10x would cut honest weight; 100x still
+      stops a shop that claimed honestly once and then claims 9.9e7.
+    """
+
+    #: Off: replies aggregate as decoded (the positive control of the attack suite).
+    enabled: bool = True
+    #: An update's L2 norm (reply arrays minus the round's global arrays) per sqrt of its
+    #: num-examples may be this many times the round's median of that figure (0: no norm
+    #: bound). Needs >= ``min_replies`` replies.
+    norm_multiple: float = 3.0
+    #: What happens to an update over the bound: "clip" (scaled down to it) or "reject".
+    action: str = "reject"
+    #: Fewest replies whose median means anything; below it the round has no norm bound.
+    min_replies: int = 3
+    #: No shop's weight (num-examples) above this share of the round's total, after capping.
+    max_share: float = 0.95
+    #: A shop's claim may be at most this times its largest earlier claim (0: no check).
+    max_growth: float = 100.0
+
+    def check(self, key: str = "federated.bounds") -> None:
+        at_least(f"{key}.norm_multiple", self.norm_multiple, 0)
+        if 0 < self.norm_multiple < 1:
+            raise ConfigError(
+                f"{key}.norm_multiple={self.norm_multiple} would clip the median shop: use 0 "
+                "(off) or a value >= 1"
+            )
+        one_of(f"{key}.action", self.action, ("clip", "reject"))
+        at_least(f"{key}.min_replies", self.min_replies, 3)
+        within(f"{key}.max_share", self.max_share, 0, 1, open_low=True)
+        if 0 < self.max_growth < 1:
+            raise ConfigError(
+                f"{key}.max_growth={self.max_growth} would shrink every claim: use 0 (off) or "
+                "a value >= 1"
+            )
+        at_least(f"{key}.max_growth", self.max_growth, 0)
+
+
+#: Kinds of simulated attack (:mod:`fedcl.federated.attacks`).
+ATTACKS = ("none", "scale", "sign_flip", "noise", "promote", "weight")
+
+
+@dataclass
+class AttackConfig:
+    """RESEARCH / SIMULATION ONLY: shops that attack the federation on purpose
+    (``federated.attack``), for measuring defences (``simulations/attack_suite.py``). Applied
+    to a shop's own train reply by the ClientApp in simulation only (a node with a
+    ``partition-id``), for the first ``shops`` partitions. Never set it in a deployment.
+    """
+
+    #: none | scale (update x factor) | sign_flip (update x -factor) | noise (Gaussian update
+    #: of factor x the update's norm) | promote (push item ``item`` into every top-10) |
+    #: weight (claim ``factor`` training examples).
+    kind: str = "none"
+    #: How many shops attack: partitions 0 .. shops-1.
+    shops: int = 0
+    #: Strength (see ``kind``).
+    factor: float = 100.0
+    #: The item a ``promote`` attack pushes (an index of the first window's catalogue).
+    item: int = 0
+
+    def check(self, key: str = "federated.attack") -> None:
+        one_of(f"{key}.kind", self.kind, ATTACKS)
+        at_least(f"{key}.shops", self.shops, 0)
+        above(f"{key}.factor", self.factor, 0)
+        at_least(f"{key}.item", self.item, 0)
 
 
 @dataclass
@@ -107,6 +195,10 @@ class FederatedConfig:
     cpus_per_shop: float = 1.0
     #: Simulation: GPU fraction per shop when a GPU is present (fractions pack shops).
     gpus_per_shop: float = 0.0
+    #: Bounds on what one train reply may move (norm, weight); see :class:`BoundsConfig`.
+    bounds: BoundsConfig = field(default_factory=BoundsConfig)
+    #: RESEARCH / SIMULATION ONLY: simulated attacking shops; see :class:`AttackConfig`.
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def check(self, key: str = "federated") -> None:
         at_least(f"{key}.rounds", self.rounds, 1)
@@ -123,6 +215,8 @@ class FederatedConfig:
         at_least(f"{key}.sim_cpus", self.sim_cpus, 1)
         above(f"{key}.cpus_per_shop", self.cpus_per_shop, 0)
         within(f"{key}.gpus_per_shop", self.gpus_per_shop, 0, 1)
+        self.bounds.check(f"{key}.bounds")
+        self.attack.check(f"{key}.attack")
 
 
 def local_keys(fed: FederatedConfig, model: Recommender) -> list[str]:

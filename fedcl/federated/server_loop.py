@@ -25,6 +25,7 @@ from fedcl.config import Config
 from fedcl.data.dataset import PreparedData
 from fedcl.data.plan import Plan
 from fedcl.errors import ConfigError, FedclError
+from fedcl.federated.bounds import apply_bounds
 from fedcl.federated.checkpoint import ServerCheckpoint, Snapshot
 from fedcl.federated.config import Schedule, is_local, local_keys
 from fedcl.federated.growth import grow_strategy_state
@@ -261,10 +262,18 @@ def train_round(
     good, bad = server.exchange(
         messages, lambda content: decode_train_reply(content, spec, fed.max_examples), (t, r)
     )
-    for msg, reply in good:  # strategies see exactly the checked arrays and weight
+    up = sum(record_bytes(reply.arrays) for _, reply in good)
+    bounded = apply_bounds([x for _, x in good], arrays, fed.bounds, result.claims)
+    node = {reply.shop: reply_node(msg, messages) for msg, reply in good}
+    for shop, why in bounded.rejected:
+        result.rejected.append(Rejection(t, r, "train", shop, node[shop], why))
+        bad.append(shop)
+    # The round's log counts the kept replies as the shops sent them (claims uncapped).
+    replies = [x for (_, x), b in zip(good, bounded.replies, strict=True) if b is not None]
+    good = [(m, b) for (m, _), b in zip(good, bounded.replies, strict=True) if b is not None]
+    for msg, reply in good:  # strategies see exactly the checked, bounded arrays and weight
         msg.content = aggregable(reply)
     down = record_bytes(arrays) * len(messages)
-    up = sum(record_bytes(reply.arrays) for _, reply in good)
     loss = None
     if good:
         agg, metrics = strategy.aggregate_train(server_round, [m for m, _ in good])
@@ -279,11 +288,12 @@ def train_round(
         t, server.data.n_windows - 1, r, fed.rounds, len(good), len(messages),
         "-" if loss is None else f"{loss:.4f}", up / 1e6, down / 1e6, seconds,
     )  # fmt: skip
-    replies = [reply for _, reply in good]
     result.rounds.append(
         RoundRow(
             window=t, round=r, unit="federated", shops=len(messages), ok=len(good),
             rejected=len(bad), rejected_shops=";".join(bad), loss=loss,
+            clipped=len(bounded.clipped), clipped_shops=";".join(bounded.clipped),
+            capped_shops=";".join(bounded.capped),
             events=sum(x.new_events for x in replies),
             examples=sum(x.num_examples for x in replies),
             train_s=round(sum(x.train_s for x in replies), 3),
