@@ -13,7 +13,7 @@ raises :class:`CorruptState` naming the files and the two ways out: restore them
 over with the store's reset option, which first moves the corrupt files aside (into
 ``corrupt-<time>/`` in the same directory). **Private files**: the directory is 0700 and
 every file 0600 (a shop's state holds its customers' data). Temporary files left by a killed
-writer are removed when the store is opened.
+writer are removed by the store's first save (a store that only reads changes nothing).
 """
 
 from __future__ import annotations
@@ -115,11 +115,7 @@ class GenerationStore:
         self.dir = Path(directory)
         self.keep = max(keep, 2)
         self.what, self.reset_hint, self.reset_corrupt = what, reset_hint, reset_corrupt
-        if self.dir.is_dir():
-            for p in self.dir.iterdir():
-                if _TMP.match(p.name):
-                    log.warning("removing %s, left by a writer that was stopped mid-write", p)
-                    p.unlink(missing_ok=True)
+        self._swept = False  # leftovers of a killed writer are removed by the first save
 
     def _generations(self) -> list[int]:
         if not self.dir.is_dir():
@@ -129,6 +125,8 @@ class GenerationStore:
     def save(self, state: Tree) -> Path:
         """Write a new generation atomically; returns its path."""
         _private_dir(self.dir)
+        if not self._swept:
+            self._remove_leftovers()
         arrays, kinds = flatten(state)
         buf = io.BytesIO()
         np.savez(buf, __kinds__=np.asarray(json.dumps(kinds)), **arrays)
@@ -178,6 +176,16 @@ class GenerationStore:
             f"restore these files from a backup, or start over with {self.reset_hint} "
             "(which first moves them aside)"
         )
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of a writer that was killed mid-write. Only a store that writes
+        removes them: reading (e.g. a rerun refused for another configuration) changes
+        nothing in the directory."""
+        for p in self.dir.iterdir():
+            if _TMP.match(p.name):
+                log.warning("removing %s, left by a writer that was stopped mid-write", p)
+                p.unlink(missing_ok=True)
+        self._swept = True
 
     def _move_aside(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())

@@ -119,11 +119,14 @@ def test_state_files_are_private(tmp_path):
     assert stat.S_IMODE(path.with_suffix(".sha256").stat().st_mode) == 0o600
 
 
-def test_leftover_temporary_files_are_removed_when_opened(tmp_path):
+def test_leftover_temporary_files_are_removed_by_the_first_save_not_by_reading(tmp_path):
     GenerationStore(tmp_path).save(_state(1))
     left = tmp_path / ".state-00000002.npz.tmp4242"
     left.write_bytes(b"x" * 1000)
+    store = GenerationStore(tmp_path)
 
-    GenerationStore(tmp_path)
+    store.load()
+    assert left.exists()  # a reader changes nothing (e.g. a refused rerun)
+    store.save(_state(2))
 
     assert not left.exists()
