@@ -32,6 +32,7 @@ from fedcl.errors import ConfigError
 from fedcl.evaluation import EvalConfig
 from fedcl.federated.config import FederatedConfig, StrategyConfig
 from fedcl.models.base import ModelConfig
+from fedcl.privacy.config import check_fits as check_dp_fits
 from fedcl.train import TrainConfig
 
 MODES = ("federated", "centralized", "local")
@@ -145,6 +146,7 @@ def check(cfg: Config) -> None:
     cfg.eval.check("eval")
     cfg.strategy.check("strategy", options("strategy"))
     cfg.federated.check("federated")
+    check_dp_fits(cfg)
 
 
 def to_config(dcfg: DictConfig) -> Config:

@@ -268,6 +268,8 @@ def write_report(
     doc["rejected_per_shop"] = result.rejected_per_shop()
     # Where a restarted server continued (wall_s counts the last run only); [] = never.
     doc["resumed_from"] = result.resumed_from
+    if result.privacy is not None:
+        doc["privacy"] = result.privacy
     write_run_dir(out, doc, result.rounds, config_yaml)
     if per_user:
         pd.concat(per_user, ignore_index=True).to_parquet(out / PER_USER, index=False)
@@ -330,6 +332,21 @@ def summary_table(doc: dict, run_dir: Path) -> str:
             f"({fr['n_users']} users)"
         )
     lines.append(f"bytes up {doc['comm']['bytes_up']}  down {doc['comm']['bytes_down']}")
+    if doc.get("privacy"):
+        pr = doc["privacy"]
+        stop = pr["stopped_at"]
+        lines.append(
+            f"privacy: user-level ({pr['epsilon']:.3g}, {pr['delta']:g})-DP per shop over "
+            f"{pr['rounds_trained']} of {pr['rounds_planned']} rounds "
+            f"(per round {pr['epsilon_per_round']:.3g}; noise x{pr['noise_multiplier']:.3g}, "
+            f"clip {pr['clip']:g})"
+            + (
+                f"; budget {pr['epsilon_budget']:g} stopped training at window "
+                f"{stop['window']} round {stop['round']}"
+                if stop
+                else ""
+            )
+        )
     if "cost" in doc:
         co = doc["cost"]
         lines.append(

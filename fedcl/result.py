@@ -13,7 +13,7 @@ from fedcl.errors import FedclError
 from fedcl.evaluation import Cell
 
 #: The version of :meth:`RunResult.to_json`; a checkpoint of another version is refused.
-VERSION = 3  # 2: forward cells; 3: claims (the weight-growth bound's history)
+VERSION = 4  # 2: forward cells; 3: claims (the weight-growth bound's history); 4: privacy
 #: R-matrix cells: ``[t][i][shop]`` (model after window t, test window i).
 Grid = list[list[dict[str, Cell]]]
 #: One evaluation of a model on every test window: ``{variant: [{shop: cell} per window]}``.
@@ -55,6 +55,8 @@ class RoundRow:
     round_s: float = 0.0
     #: Bytes the continual method holds (replay buffer, Fisher, teacher).
     memory_bytes: int = 0
+    #: With ``federated.dp``: the cumulative epsilon after this round (at the run's delta).
+    epsilon: float | None = None
 
 
 @dataclass
@@ -88,6 +90,8 @@ class RunResult:
     resumed_from: list[dict[str, int]] = field(default_factory=list)
     #: Each shop's largest num-examples claim so far (federated: the weight-growth bound).
     claims: dict[str, int] = field(default_factory=dict)
+    #: With ``federated.dp``: the privacy ledger's report (metrics.json ``privacy``).
+    privacy: dict[str, Any] | None = None
 
     def add_row(self, row: Row, forward: ForwardCells | None = None) -> None:
         """The evaluation after the next window: one R-matrix row per variant, and its forward
@@ -150,4 +154,5 @@ class RunResult:
             rejected=[Rejection(**r) for r in doc["rejected"]],
             resumed_from=doc["resumed_from"],
             claims={k: int(v) for k, v in doc["claims"].items()},
+            privacy=doc["privacy"],
         )

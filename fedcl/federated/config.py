@@ -10,6 +10,7 @@ from typing import Any, Optional
 from fedcl.checks import above, at_least, one_of, within
 from fedcl.errors import ConfigError
 from fedcl.models.base import Recommender
+from fedcl.privacy.config import DPConfig
 
 
 @dataclass
@@ -199,6 +200,8 @@ class FederatedConfig:
     bounds: BoundsConfig = field(default_factory=BoundsConfig)
     #: RESEARCH / SIMULATION ONLY: simulated attacking shops; see :class:`AttackConfig`.
     attack: AttackConfig = field(default_factory=AttackConfig)
+    #: User-level differential privacy at each shop; see :class:`~fedcl.privacy.config.DPConfig`.
+    dp: DPConfig = field(default_factory=DPConfig)
 
     def check(self, key: str = "federated") -> None:
         at_least(f"{key}.rounds", self.rounds, 1)
@@ -217,6 +220,7 @@ class FederatedConfig:
         within(f"{key}.gpus_per_shop", self.gpus_per_shop, 0, 1)
         self.bounds.check(f"{key}.bounds")
         self.attack.check(f"{key}.attack")
+        self.dp.check(f"{key}.dp")
 
 
 def local_keys(fed: FederatedConfig, model: Recommender) -> list[str]:

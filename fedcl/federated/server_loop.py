@@ -51,6 +51,7 @@ from fedcl.federated.protocol import (
 from fedcl.federated.strategies import build_strategy
 from fedcl.learner import build_model
 from fedcl.metrics.ranking import metric_names
+from fedcl.privacy.accountant import Ledger
 from fedcl.result import ForwardCells, Rejection, RoundRow, Row, RunResult
 from fedcl.run_data import run_data
 from fedcl.shop.replies import EvalReply
@@ -189,6 +190,7 @@ def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> Ru
     data, result = server.data, server.result  # data: only the public catalogue and windows
     n_windows = data.n_windows
     strategy = build_strategy(cfg.strategy, fed)
+    ledger = _ledger(cfg, n_windows, result)
     nodes = wait_for_shops(grid, fed.min_shops, fed.wait_timeout_s)
     log.info("%d shops connected; %d windows x %d rounds", len(nodes), n_windows, fed.rounds)
 
@@ -222,11 +224,35 @@ def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> Ru
             grow_strategy_state(strategy, glob.record())
         for r in range(start, fed.rounds + 1):
             server_round += 1
-            train_round(server, strategy, glob, (t, r, server_round), n_items)
+            if ledger is None or ledger.allows(t, r):
+                train_round(server, strategy, glob, (t, r, server_round), n_items)
+                if ledger is not None:  # the shops trained: the round is spent
+                    result.rounds[-1].epsilon = ledger.spend()
+            if ledger is not None:
+                result.privacy = ledger.report()
             save(t, r + 1)
         result.add_row(*evaluate_all(server, glob.record(), t, n_items))
         save(t + 1, 1)
     return result
+
+
+def _ledger(cfg: Config, n_windows: int, result: RunResult) -> Ledger | None:
+    """The privacy ledger of a DP run (None without ``federated.dp``), with the rounds a
+    resumed run already spent."""
+    dp = cfg.federated.dp
+    if not dp.enabled:
+        return None
+    ledger = Ledger(dp, n_windows * cfg.federated.rounds)
+    if result.privacy is not None:
+        ledger.spent_rounds = int(result.privacy["rounds_trained"])
+        ledger.stopped_at = result.privacy["stopped_at"]
+    log.info(
+        "user-level DP at each shop: noise multiplier %.4g, clip %g, user rate %g, %d steps a "
+        "round; epsilon %.3f per round, %.3f over the %d planned rounds (delta %g)",
+        ledger.sigma, dp.clip, dp.user_rate, dp.steps, ledger.epsilon(1),
+        ledger.epsilon(ledger.planned_rounds), ledger.planned_rounds, dp.delta,
+    )  # fmt: skip
+    return ledger
 
 
 def _log_resume(window: int, round_: int, rounds: int, n_windows: int, where: Path) -> None:

@@ -24,6 +24,8 @@ from fedcl.evaluation import Evaluator
 from fedcl.federated.config import Schedule, is_local, local_keys
 from fedcl.learner import UnitLearner, build_model
 from fedcl.models.base import Recommender
+from fedcl.privacy.accountant import noise_multiplier
+from fedcl.privacy.user_level import dp_train
 from fedcl.run_data import is_run_data, run_data
 from fedcl.shop.ingest import EventLog, ingest_log
 from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply, withhold, withhold_row
@@ -143,9 +145,15 @@ class ShopAgent:
         new = learner.enter(window)
         anchor = {k: v.detach().clone() for k, v in self._outgoing(learner).items()}
         prox = _proximal(anchor, proximal_mu) if proximal_mu > 0 else None
-        epochs = Schedule.of(self.cfg.federated, self.cfg.train.epochs).per_round
-        train = dataclasses.replace(self.cfg.train, epochs=epochs)
-        stats = learner.train(new, train, extra=prox, reset=False)
+        schedule = Schedule.of(self.cfg.federated, self.cfg.train.epochs)
+        train = dataclasses.replace(self.cfg.train, epochs=schedule.per_round)
+        dp = self.cfg.federated.dp
+        if dp.enabled:  # user-level DP: what leaves the shop bounds each customer
+            sigma = noise_multiplier(dp, self.data.n_windows * schedule.rounds)
+            data = learner.method.training_data(learner.model, new, learner.window)
+            stats = dp_train(learner.model, data, dp, sigma, train, learner.generator)
+        else:
+            stats = learner.train(new, train, extra=prox, reset=False)
         self._save(learner)
         return TrainReply(
             shop=self.shop,
