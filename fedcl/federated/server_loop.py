@@ -48,6 +48,7 @@ from fedcl.federated.protocol import (
     to_record,
     train_config,
 )
+from fedcl.federated.statistics import decode_statistics_reply, is_statistics, sum_grams
 from fedcl.federated.strategies import build_strategy
 from fedcl.learner import build_model
 from fedcl.metrics.ranking import metric_names
@@ -212,17 +213,20 @@ def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> Ru
         snap.restore(glob.model, strategy)
         server_round = snap.server_round
         first_window, first_round = snap.window, snap.round
-        _log_resume(first_window, first_round, fed.rounds, n_windows, checkpoint)
+        rounds = 1 if is_statistics(glob.model) else fed.rounds
+        _log_resume(first_window, first_round, rounds, n_windows, checkpoint)
         result.resumed_from.append(
             {"window": first_window, "round": first_round, "server_round": server_round}
         )
+    # A statistics model's sum is the same in every round of a window: one round each.
+    rounds = 1 if is_statistics(glob.model) else fed.rounds
     for t in range(first_window, n_windows):
         n_items = data.n_items_known(t)
         start = first_round if t == first_window else 1
         if start == 1:  # a new window: the catalogue grows (a resumed window has grown)
             glob.grow(n_items)
             grow_strategy_state(strategy, glob.record())
-        for r in range(start, fed.rounds + 1):
+        for r in range(start, rounds + 1):
             server_round += 1
             if ledger is None or ledger.allows(t, r):
                 train_round(server, strategy, glob, (t, r, server_round), n_items)
@@ -277,6 +281,8 @@ def train_round(
     fed = cfg.federated
     t, r, server_round = step
     start = time.perf_counter()
+    if is_statistics(glob.model):
+        return statistics_round(server, strategy, glob, step, n_items)
     arrays = glob.record()
     # Shops may have gone away since the start: Flower's sampling would wait for them with no
     # time limit; wait federated.wait_timeout_s at most, then stop with a clear error.
@@ -320,6 +326,54 @@ def train_round(
             rejected=len(bad), rejected_shops=";".join(bad), loss=loss,
             clipped=len(bounded.clipped), clipped_shops=";".join(bounded.clipped),
             capped_shops=";".join(bounded.capped),
+            events=sum(x.new_events for x in replies),
+            examples=sum(x.num_examples for x in replies),
+            train_s=round(sum(x.train_s for x in replies), 3),
+            train_cpu_s=round(sum(x.train_cpu_s for x in replies), 3),
+            bytes_up=up, bytes_down=down, round_s=round(seconds, 3),
+        )
+    )  # fmt: skip
+
+
+def statistics_round(
+    server: Server,
+    strategy: Strategy,
+    glob: GlobalModel,
+    step: tuple[int, int, int],
+    n_items: int,
+) -> None:
+    """A statistics model's round (:mod:`fedcl.federated.statistics`): every sampled shop
+    sends its sparse Gram, the server adds the checked ones and solves the shared weights
+    (sent with the next evaluation). No strategy aggregates and no update bound applies: the
+    sum is the model."""
+    cfg, result = server.cfg, server.result
+    fed = cfg.federated
+    t, r, server_round = step
+    start = time.perf_counter()
+    wait_for_shops(server.grid, min(cfg.strategy.min_train_nodes, fed.min_shops),
+                   fed.wait_timeout_s, "strategy.min_train_nodes")  # fmt: skip
+    empty = ArrayRecord({})
+    messages = list(strategy.configure_train(server_round, empty, train_config(t, r, n_items),
+                                             server.grid))  # fmt: skip
+    good, bad = server.exchange(
+        messages, lambda c: decode_statistics_reply(c, n_items, fed.max_examples), (t, r)
+    )
+    replies = [x for _, x in good]
+    if replies:
+        glob.model.fit(sum_grams(replies, n_items))
+    up = sum(record_bytes(x.arrays) for x in replies)
+    down = record_bytes(empty) * len(messages)
+    result.bytes_up += up
+    result.bytes_down += down
+    seconds = time.perf_counter() - start
+    log.info(
+        "window %2d/%d round %d/%d  statistics of shops %d/%d summed  up %.1f MB  %.1fs",
+        t, server.data.n_windows - 1, r, 1, len(good), len(messages), up / 1e6, seconds,
+    )  # fmt: skip
+    result.rounds.append(
+        RoundRow(
+            window=t, round=r, unit="federated", shops=len(messages), ok=len(good),
+            rejected=len(bad), rejected_shops=";".join(bad),
             events=sum(x.new_events for x in replies),
             examples=sum(x.num_examples for x in replies),
             train_s=round(sum(x.train_s for x in replies), 3),

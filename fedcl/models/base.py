@@ -74,6 +74,10 @@ class Recommender(nn.Module):
     #: Buffers whose length varies with the data (e.g. a sparse history's entries):
     #: loading a state dict resizes them instead of failing on a shape mismatch.
     resizable_buffers: tuple[str, ...] = ()
+    #: How a federation combines shops: "parameters" (the shared state is averaged by the
+    #: strategy) or "statistics" (the model's ``statistics()`` are summed and the server
+    #: solves the shared state: :mod:`fedcl.federated.statistics`).
+    federation: str = "parameters"
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()

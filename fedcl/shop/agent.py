@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -106,6 +107,8 @@ class ShopAgent:
         learner = UnitLearner(
             self.shop, self.data, cfg.model, cfg.continual, self.device, self.seed
         )
+        if hasattr(learner.model, "local_solve"):  # a statistics model: the server solves
+            learner.model.local_solve = False
         # Read (and checksum) the state once per message: reuse what _open_window read.
         saved = self._loaded if self._loaded is not None else (self.store.load() or {})
         self._loaded = None
@@ -142,6 +145,8 @@ class ShopAgent:
         ``n_items``: the catalogue size of the global arrays (the server grows them);
         ``proximal_mu``: FedProx's mu, as the server's strategy sent it (0: off)."""
         learner, _ = self._learner(shared, n_items)
+        if getattr(learner.model, "federation", "parameters") == "statistics":
+            return self._contribute(learner, window)
         new = learner.enter(window)
         anchor = {k: v.detach().clone() for k, v in self._outgoing(learner).items()}
         prox = _proximal(anchor, proximal_mu) if proximal_mu > 0 else None
@@ -163,6 +168,26 @@ class ShopAgent:
             new_events=len(new),
             train_s=float(stats.seconds),
             train_cpu_s=float(stats.cpu_s),
+        )
+
+    def _contribute(self, learner: UnitLearner, window: int) -> TrainReply:
+        """A statistics model's round: enter the window (the history learns it) and send this
+        shop's own Gram, sparse (:mod:`fedcl.federated.statistics`)."""
+        from fedcl.federated.statistics import encode_gram
+
+        start, cpu = time.perf_counter(), time.process_time()
+        new = learner.enter(window)
+        stats = learner.model.statistics()
+        self._save(learner)
+        users = int((torch.diff(learner.model.user_hist_ptr) > 0).sum())
+        return TrainReply(
+            shop=self.shop,
+            arrays=encode_gram(stats),
+            num_examples=max(users, 1),
+            train_loss=0.0,
+            new_events=len(new),
+            train_s=time.perf_counter() - start,
+            train_cpu_s=time.process_time() - cpu,
         )
 
     def evaluate(self, shared: dict[str, torch.Tensor], window: int, n_items: int) -> EvalReply:

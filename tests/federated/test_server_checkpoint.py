@@ -285,3 +285,31 @@ def test_the_explicit_reset_starts_the_server_over(tiny_cfg, tmp_path):
 
     assert result.resumed_from == [] and len(result.cells["new"]) == 2
     assert len(list(ckpt.glob("corrupt-*/state-*.npz"))) >= 1
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "resume_at"),
+    [(3, "resuming at window 0 evaluation"), (4, "resuming at window 1 round 1")],
+)
+def test_a_statistics_model_resumes_to_the_same_weights(
+    tiny_cfg, tiny_overrides, tmp_path, caplog, crash_at, resume_at
+):
+    tiny_overrides.remove("model.dim=8")  # an MF setting
+    model = ("model=ease", "continual=naive")
+    whole, broken = (_cfg(tiny_cfg, tmp_path, name, *model) for name in ("whole", "broken"))
+    expected = run_federated(LocalGrid(whole, N_SHOPS), whole, tmp_path / "whole" / "ckpt")
+    ckpt = tmp_path / "broken" / "ckpt"
+    with pytest.raises(Crash):
+        run_federated(CrashingGrid(broken, N_SHOPS, crash_at), broken, ckpt)
+
+    with caplog.at_level(logging.INFO, logger="fedcl"):
+        resumed = run_federated(LocalGrid(broken, N_SHOPS), broken, ckpt)
+
+    assert f"{resume_at} from {ckpt}" in caplog.text
+    _assert_same_state(
+        ServerCheckpoint(ckpt, broken).load(),
+        ServerCheckpoint(tmp_path / "whole" / "ckpt", whole).load(),
+    )
+    units = [r.unit for r in resumed.rounds]
+    assert units.count("federated") == 2  # one statistics round a window, not federated.rounds
+    assert resumed.cells == expected.cells and resumed.forward == expected.forward

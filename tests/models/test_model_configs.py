@@ -14,8 +14,11 @@ from fedcl.config import CONF_DIR, schema_of
 from fedcl.errors import ConfigError
 from fedcl.models.base import ModelConfig
 from fedcl.models.history import History, HistoryConfig
+from fedcl.models.itemitem import ItemItem, ItemItemConfig
 from fedcl.models.mf import MF, MFConfig
 from fedcl.models.neumf import NeuMF, NeuMFConfig
+from fedcl.models.peers_als import ImplicitALS, ImplicitALSConfig
+from fedcl.models.peers_knn import ImplicitItemKNN, ImplicitItemKNNConfig
 from fedcl.models.pop import Pop, PopConfig
 from fedcl.models.sasrec import SASRec, SASRecConfig
 
@@ -26,6 +29,10 @@ MODELS = {
     "mf": (MFConfig, MF),
     "neumf": (NeuMFConfig, NeuMF),
     "sasrec": (SASRecConfig, SASRec),
+    "itemitem": (ItemItemConfig, ItemItem),
+    "ease": (ItemItemConfig, ItemItem),
+    "implicit_als": (ImplicitALSConfig, ImplicitALS),
+    "implicit_itemknn": (ImplicitItemKNNConfig, ImplicitItemKNN),
 }
 
 
