@@ -48,7 +48,13 @@ from fedcl.federated.protocol import (
     to_record,
     train_config,
 )
-from fedcl.federated.statistics import decode_statistics_reply, is_statistics, sum_grams
+from fedcl.federated.statistics import (
+    decode_statistics_reply,
+    is_statistics,
+    needs_model,
+    rounds_per_window,
+    total,
+)
 from fedcl.federated.strategies import build_strategy
 from fedcl.learner import build_model
 from fedcl.metrics.ranking import metric_names
@@ -213,13 +219,14 @@ def run_federated(grid: Grid, cfg: Config, checkpoint: Path | None = None) -> Ru
         snap.restore(glob.model, strategy)
         server_round = snap.server_round
         first_window, first_round = snap.window, snap.round
-        rounds = 1 if is_statistics(glob.model) else fed.rounds
+        rounds = rounds_per_window(glob.model) if is_statistics(glob.model) else fed.rounds
         _log_resume(first_window, first_round, rounds, n_windows, checkpoint)
         result.resumed_from.append(
             {"window": first_window, "round": first_round, "server_round": server_round}
         )
-    # A statistics model's sum is the same in every round of a window: one round each.
-    rounds = 1 if is_statistics(glob.model) else fed.rounds
+    # A statistics model's rounds: a Gram's sum is the same in every round of a window (one
+    # round), ALS runs one iteration a round.
+    rounds = rounds_per_window(glob.model) if is_statistics(glob.model) else fed.rounds
     for t in range(first_window, n_windows):
         n_items = data.n_items_known(t)
         start = first_round if t == first_window else 1
@@ -343,32 +350,35 @@ def statistics_round(
     n_items: int,
 ) -> None:
     """A statistics model's round (:mod:`fedcl.federated.statistics`): every sampled shop
-    sends its sparse Gram, the server adds the checked ones and solves the shared weights
-    (sent with the next evaluation). No strategy aggregates and no update bound applies: the
-    sum is the model."""
+    sends its sums (a sparse Gram, or ALS's item-step sums after its user step), the server
+    adds the checked ones and solves the shared part (sent with the next message). No
+    strategy aggregates and no update bound applies: the sum is the model."""
     cfg, result = server.cfg, server.result
     fed = cfg.federated
     t, r, server_round = step
     start = time.perf_counter()
     wait_for_shops(server.grid, min(cfg.strategy.min_train_nodes, fed.min_shops),
                    fed.wait_timeout_s, "strategy.min_train_nodes")  # fmt: skip
-    empty = ArrayRecord({})
-    messages = list(strategy.configure_train(server_round, empty, train_config(t, r, n_items),
+    sent = glob.record() if needs_model(glob.model) else ArrayRecord({})
+    messages = list(strategy.configure_train(server_round, sent, train_config(t, r, n_items),
                                              server.grid))  # fmt: skip
     good, bad = server.exchange(
-        messages, lambda c: decode_statistics_reply(c, n_items, fed.max_examples), (t, r)
+        messages,
+        lambda c: decode_statistics_reply(c, glob.model, n_items, fed.max_examples),
+        (t, r),
     )
     replies = [x for _, x in good]
     if replies:
-        glob.model.fit(sum_grams(replies, n_items))
+        glob.model.fit(total(glob.model, replies, n_items))
     up = sum(record_bytes(x.arrays) for x in replies)
-    down = record_bytes(empty) * len(messages)
+    down = record_bytes(sent) * len(messages)
     result.bytes_up += up
     result.bytes_down += down
     seconds = time.perf_counter() - start
     log.info(
         "window %2d/%d round %d/%d  statistics of shops %d/%d summed  up %.1f MB  %.1fs",
-        t, server.data.n_windows - 1, r, 1, len(good), len(messages), up / 1e6, seconds,
+        t, server.data.n_windows - 1, r, rounds_per_window(glob.model), len(good), len(messages),
+        up / 1e6, seconds,
     )  # fmt: skip
     result.rounds.append(
         RoundRow(

@@ -141,6 +141,7 @@ class ItemItem(History):
     #: Grams and sends them); the history and the shop's popularity stay private.
     private_prefixes = ("user", "item_counts")
     federation = "statistics"
+    statistics_kind = "gram"
     resizable_buffers = (*History.resizable_buffers, "sim_ptr", "sim_idx", "sim_val")
 
     def __init__(self, n_users: int, n_items: int, **options: Any) -> None:
@@ -173,6 +174,9 @@ class ItemItem(History):
         pop = np.zeros(self.n_items, dtype=np.float32)
         pop[: g.shape[0]] = g.diagonal()
         self.sim_pop = torch.from_numpy(pop)
+
+    def user_step(self) -> None:
+        """Nothing to solve per user: the history is the user side."""
 
     def statistics(self) -> sp.csr_matrix:
         """This unit's contribution to the federation's Gram."""

@@ -171,18 +171,20 @@ class ShopAgent:
         )
 
     def _contribute(self, learner: UnitLearner, window: int) -> TrainReply:
-        """A statistics model's round: enter the window (the history learns it) and send this
-        shop's own Gram, sparse (:mod:`fedcl.federated.statistics`)."""
-        from fedcl.federated.statistics import encode_gram
+        """A statistics model's round: enter the window (the history learns it), take the
+        model's own step (ALS: its users, from the global item factors) and send this shop's
+        sums (:mod:`fedcl.federated.statistics`)."""
+        from fedcl.federated.statistics import encode
 
         start, cpu = time.perf_counter(), time.process_time()
         new = learner.enter(window)
-        stats = learner.model.statistics()
+        learner.model.user_step()
+        arrays = encode(learner.model)
         self._save(learner)
         users = int((torch.diff(learner.model.user_hist_ptr) > 0).sum())
         return TrainReply(
             shop=self.shop,
-            arrays=encode_gram(stats),
+            arrays=arrays,
             num_examples=max(users, 1),
             train_loss=0.0,
             new_events=len(new),

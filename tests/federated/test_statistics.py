@@ -60,11 +60,19 @@ def test_a_pair_of_an_item_nobody_bought_is_rejected():
         check_gram(ArrayRecord(arrays), 2)
 
 
-@pytest.mark.parametrize("kind", ["knn", "ease"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model=itemitem", "model.kind=knn", "model.repeat=1.0"],
+        ["model=itemitem", "model.kind=ease", "model.repeat=1.0"],
+        ["model=als", "model.factors=4", "model.iterations=2"],  # 2 rounds a window
+    ],
+    ids=["knn", "ease", "als"],
+)
 @pytest.mark.usefixtures("server_identity")
-def test_the_federated_model_equals_the_centralized_one(tiny_cfg, tiny_overrides, kind):
+def test_the_federated_model_equals_the_centralized_one(tiny_cfg, tiny_overrides, model):
     tiny_overrides.remove("model.dim=8")  # an MF setting
-    cfg = tiny_cfg("model=itemitem", f"model.kind={kind}", "model.repeat=1.0", "continual=naive")
+    cfg = tiny_cfg(*model, "continual=naive")
     data = run_data(cfg.data, cfg.eval)
 
     federated = run_federated(LocalGrid(cfg, 3), cfg, None)

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from fedcl.config import CONF_DIR, schema_of
 from fedcl.errors import ConfigError
+from fedcl.models.als import ALS, ALSConfig
 from fedcl.models.base import ModelConfig
 from fedcl.models.history import History, HistoryConfig
 from fedcl.models.itemitem import ItemItem, ItemItemConfig
@@ -33,6 +34,7 @@ MODELS = {
     "ease": (ItemItemConfig, ItemItem),
     "implicit_als": (ImplicitALSConfig, ImplicitALS),
     "implicit_itemknn": (ImplicitItemKNNConfig, ImplicitItemKNN),
+    "als": (ALSConfig, ALS),
 }
 
 
