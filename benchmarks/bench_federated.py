@@ -121,7 +121,7 @@ def scale(tmp: Path, shops: int) -> None:
         "mode=federated", "data=synthetic", f"data.n_shops={shops}", f"data.n_users={shops * 60}",
         "data.n_items=1000", "data.n_periods=2", "data.shops.min_users=5",
         "data.shops.min_events=20", "federated.rounds=2", "strategy.fraction_train=0.1",
-        "federated.min_users=1", "continual=naive", "train.epochs=2",
+        "federated.min_users=1", "model=mf", "continual=naive", "train.epochs=2",
     ]  # fmt: skip
     doc, wall, peak = timed(overrides, tmp / f"scale{shops}")
     rs = rounds(tmp / f"scale{shops}")

@@ -69,6 +69,7 @@ FEDCL = {
     # Settings: their config defaults, chosen on validation by benchmarks/tune_itemitem.py.
     "fedcl item-kNN": ["model=itemitem", "continual=naive"],
     "fedcl EASE": ["model=ease", "continual=naive"],
+    "fedcl ALS": ["model=als", "continual=naive"],  # its defaults, not tuned
 }
 COLUMNS = {
     "forward NDCG@10": "continual.forward",

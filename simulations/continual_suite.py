@@ -47,7 +47,11 @@ METHODS = {
     "joint": ["continual=joint"],
 }
 QUICK = ["naive", "replay 10%", "ewc", "replay+distill", "joint"]
-DATASETS = {"synthetic": ["data=synthetic"], "online_retail": ["data=online_retail"]}
+#: The suite compares continual methods of MF (the gradient model they shape).
+DATASETS = {
+    "synthetic": ["data=synthetic", "model=mf"],
+    "online_retail": ["data=online_retail", "model=mf"],
+}
 COLUMNS = {
     "ACC": "continual.acc",
     "BWT": "continual.bwt",

@@ -127,7 +127,8 @@ def main() -> None:
     grid = {k: v for k, v in GRID.items() if not args.only or k in args.only}
     # Simulation: the operator owns all shops' data here, so no cell is withheld; in a real
     # deployment federated.min_users (default 5) withholds cells over fewer users.
-    common = ["data=online_retail", "federated.min_users=1", *args.overrides]
+    # MF unless the overrides say otherwise (e.g. model=ease: the statistics models).
+    common = ["data=online_retail", "model=mf", "federated.min_users=1", *args.overrides]
     results = run_grid(args.out, grid, seeds, common)
     for docs in results.values():
         for d in docs:

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
     seeds = [0] if args.quick else args.seeds
-    common = ["mode=federated", "continual=naive", *args.overrides]
+    common = ["mode=federated", "model=mf", "continual=naive", *args.overrides]
     results = run_grid(args.out, grid(args.epsilons), seeds, common)
     text = [
         "# Privacy-utility curve (user-level DP at each shop)\n",

@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
+from tiny import TINY
 
 from fedcl.config import compose_config
 
@@ -22,20 +23,6 @@ def _isolated_caches(tmp_path_factory):
     os.environ["RAY_TMPDIR"] = ray_tmp
     yield
     shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-#: A tiny synthetic stream: 3 shops x 3 monthly windows, trains in a second.
-TINY = [
-    "data=synthetic",
-    "data.n_shops=3",
-    "data.n_users=150",
-    "data.n_items=80",
-    "data.n_periods=3",
-    "data.shops.min_users=5",
-    "train.epochs=1",
-    "train.batch_size=256",
-    "model.dim=8",
-]
 
 
 @pytest.fixture

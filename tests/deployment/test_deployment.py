@@ -63,7 +63,7 @@ DATA = (
     "data.shops.min_users=5"
 )
 TRAIN = (
-    "model.dim=8 train.epochs=1 train.batch_size=256 federated.rounds=2 "
+    "model=mf model.dim=8 continual=replay train.epochs=1 train.batch_size=256 federated.rounds=2 "
     "federated.min_users=1 federated.min_shops=3"
 )
 SCHEDULE = [(0, 1), (0, 2), (1, 1), (1, 2)]  # (window, round) of 2 windows x 2 rounds

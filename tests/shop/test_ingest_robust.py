@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny import TINY as BASE
 
 from fedcl.config import compose_config
 from fedcl.data.plan import export_plan
@@ -31,19 +32,7 @@ from fedcl.shop.store import GenerationStore
 
 SHOP = "shop_01"
 LIMIT = 1024  # max_line_bytes of these tests: a "huge" line needs only a few KiB
-TINY = [
-    "data=synthetic",
-    "data.n_shops=3",
-    "data.n_users=150",
-    "data.n_items=80",
-    "data.n_periods=3",
-    "data.shops.min_users=5",
-    "train.epochs=1",
-    "train.batch_size=256",
-    "model.dim=8",
-    "federated.rounds=1",
-    "federated.min_users=1",
-]
+TINY = [*BASE, "federated.rounds=1", "federated.min_users=1"]
 
 
 @pytest.fixture(scope="module")
