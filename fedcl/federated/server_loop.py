@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, RecordDict
@@ -61,7 +61,7 @@ from fedcl.metrics.ranking import metric_names
 from fedcl.privacy.accountant import Ledger
 from fedcl.result import ForwardCells, Rejection, RoundRow, Row, RunResult
 from fedcl.run_data import run_data
-from fedcl.shop.replies import EvalReply
+from fedcl.shop.replies import EvalReply, TrainReply
 
 log = logging.getLogger("fedcl")
 
@@ -328,17 +328,34 @@ def train_round(
         "-" if loss is None else f"{loss:.4f}", up / 1e6, down / 1e6, seconds,
     )  # fmt: skip
     result.rounds.append(
-        RoundRow(
-            window=t, round=r, unit="federated", shops=len(messages), ok=len(good),
-            rejected=len(bad), rejected_shops=";".join(bad), loss=loss,
+        _train_row(
+            (t, r), len(messages), replies, bad, up, down, seconds, loss=loss,
             clipped=len(bounded.clipped), clipped_shops=";".join(bounded.clipped),
             capped_shops=";".join(bounded.capped),
-            events=sum(x.new_events for x in replies),
-            examples=sum(x.num_examples for x in replies),
-            train_s=round(sum(x.train_s for x in replies), 3),
-            train_cpu_s=round(sum(x.train_cpu_s for x in replies), 3),
-            bytes_up=up, bytes_down=down, round_s=round(seconds, 3),
         )
+    )  # fmt: skip
+
+
+def _train_row(
+    step: tuple[int, int],
+    asked: int,
+    replies: list[TrainReply],
+    bad: list[str],
+    up: int,
+    down: int,
+    seconds: float,
+    **extra: Any,
+) -> RoundRow:
+    """The ``rounds.csv`` row of a training round: the kept replies as the shops sent them
+    (claims uncapped), the rejected shops, the bytes and seconds."""
+    return RoundRow(
+        window=step[0], round=step[1], unit="federated", shops=asked, ok=len(replies),
+        rejected=len(bad), rejected_shops=";".join(bad),
+        events=sum(x.new_events for x in replies),
+        examples=sum(x.num_examples for x in replies),
+        train_s=round(sum(x.train_s for x in replies), 3),
+        train_cpu_s=round(sum(x.train_cpu_s for x in replies), 3),
+        bytes_up=up, bytes_down=down, round_s=round(seconds, 3), **extra,
     )  # fmt: skip
 
 
@@ -380,17 +397,7 @@ def statistics_round(
         t, server.data.n_windows - 1, r, rounds_per_window(glob.model), len(good), len(messages),
         up / 1e6, seconds,
     )  # fmt: skip
-    result.rounds.append(
-        RoundRow(
-            window=t, round=r, unit="federated", shops=len(messages), ok=len(good),
-            rejected=len(bad), rejected_shops=";".join(bad),
-            events=sum(x.new_events for x in replies),
-            examples=sum(x.num_examples for x in replies),
-            train_s=round(sum(x.train_s for x in replies), 3),
-            train_cpu_s=round(sum(x.train_cpu_s for x in replies), 3),
-            bytes_up=up, bytes_down=down, round_s=round(seconds, 3),
-        )
-    )  # fmt: skip
+    result.rounds.append(_train_row((t, r), len(messages), replies, bad, up, down, seconds))
 
 
 def evaluate_all(
