@@ -361,7 +361,10 @@ def summary_table(doc: dict, run_dir: Path) -> str:
             if "rounds" in tr
             else ""
         )
-        lines.append(f"training epochs per window: {tr['epochs_per_window']}{how}")
+        if tr.get("solved"):
+            lines.append(f"training: {tr['solved']} (no gradient epochs)")
+        else:
+            lines.append(f"training epochs per window: {tr['epochs_per_window']}{how}")
     held = doc.get("withheld") or {}
     if doc["mode"] == "federated" and held.get("cells"):
         lines.append(

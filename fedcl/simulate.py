@@ -32,6 +32,7 @@ from fedcl.data.prepare import prepare_cached
 from fedcl.device import resolve_device, set_threads
 from fedcl.errors import ConfigError
 from fedcl.evaluation import Evaluator
+from fedcl.models.base import training_note
 from fedcl.modes import run_centralized, run_local
 from fedcl.report import summary_table, write_report
 
@@ -81,7 +82,17 @@ def run(
         config_yaml=config_yaml,
         wall_s=time.perf_counter() - start,
         per_user=per_user,
-        training={"epochs_per_window": cfg.train.epochs},
+        training=_training(cfg),
+    )
+
+
+def _training(cfg: Config) -> dict:
+    """What a centralized or local window's training was, for the report."""
+    note = training_note(cfg.model)
+    return (
+        {"epochs_per_window": 0, "solved": note}
+        if note
+        else {"epochs_per_window": cfg.train.epochs}
     )
 
 
@@ -103,10 +114,11 @@ def run_federated_simulation(
     checkpoint = refuse_foreign_checkpoint(cfg, out)
     if accepted is not None:
         accepted()
+    note = training_note(cfg.model)
     log.info(
-        "%s: %d shops, %d windows; federated, %d rounds/window, strategy %s, continual %s",
-        cfg.data.name, len(data.shops), data.n_windows, cfg.federated.rounds,
-        cfg.strategy.name, cfg.continual.name,
+        "%s: %d shops, %d windows; federated, %s, strategy %s, continual %s",
+        cfg.data.name, len(data.shops), data.n_windows,
+        note or f"{cfg.federated.rounds} rounds/window", cfg.strategy.name, cfg.continual.name,
     )  # fmt: skip
     resume = f"interrupted; rerun the same command (same hydra.run.dir) to resume from {checkpoint}"
     with exit_on_interrupt(resume):

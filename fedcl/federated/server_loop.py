@@ -58,6 +58,7 @@ from fedcl.federated.statistics import (
 from fedcl.federated.strategies import build_strategy
 from fedcl.learner import build_model
 from fedcl.metrics.ranking import metric_names
+from fedcl.models.base import training_note
 from fedcl.privacy.accountant import Ledger
 from fedcl.result import ForwardCells, Rejection, RoundRow, Row, RunResult
 from fedcl.run_data import run_data
@@ -474,11 +475,15 @@ def write_report(
         data_sha256=data.digest if isinstance(data, Plan) else data_digest(cfg.data),
         config_yaml=config_yaml,
         wall_s=wall_s,
-        training=_training(Schedule.of(cfg.federated, cfg.train.epochs)),
+        training=_training(cfg),
     )
 
 
-def _training(s: Schedule) -> dict[str, int]:
+def _training(cfg: Config) -> dict:
+    note = training_note(cfg.model)
+    if note:
+        return {"epochs_per_window": 0, "solved": note}
+    s = Schedule.of(cfg.federated, cfg.train.epochs)
     return {
         "epochs_per_window": s.epochs_per_window,
         "rounds": s.rounds,

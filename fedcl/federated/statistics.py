@@ -207,4 +207,4 @@ def needs_model(model: Recommender) -> bool:
 
 def rounds_per_window(model: Recommender) -> int:
     """Rounds a window needs: ALS one per iteration, a Gram one."""
-    return int(getattr(model.cfg, "iterations", 1)) if model.statistics_kind == "als" else 1
+    return int(model.statistics_rounds(model.cfg))

@@ -109,6 +109,11 @@ class ALS(History):
                 self.solve_users()
                 self.fit(self.statistics())
 
+    @staticmethod
+    def statistics_rounds(cfg: ALSConfig) -> int:
+        """Federated rounds a window takes: one ALS iteration each."""
+        return cfg.iterations
+
     def user_step(self) -> None:
         """A federated shop's step before it sends its sums: solve its users."""
         self.solve_users()

@@ -220,3 +220,16 @@ def grow_embedding(
         new += old[skip_rows:].mean(dim=0, keepdim=True)
     emb.weight = nn.Parameter(torch.cat([old, new]), requires_grad=emb.weight.requires_grad)
     emb.num_embeddings = n_rows
+
+
+def training_note(model_cfg: ModelConfig) -> str | None:
+    """How a model that is not trained by gradient learns a window, for the logs and the
+    summary (None for gradient models)."""
+    from hydra.utils import get_class
+
+    cls = get_class(model_cfg._target_)
+    if getattr(cls, "federation", "parameters") == "statistics":
+        n = cls.statistics_rounds(model_cfg)
+        solves = f"{n} solve{'s' if n > 1 else ''} a window"
+        return f"closed form from summed statistics ({solves}; federated: one round each)"
+    return None if cls.trainable else "counts of the window's events, no gradient training"
