@@ -96,6 +96,12 @@ class BoundsConfig:
     max_share: float = 0.95
     #: A shop's claim may be at most this times its largest earlier claim (0: no check).
     max_growth: float = 100.0
+    #: Statistics models with a Gram (EASE, item-kNN; not ALS): a reply whose mass per claimed
+    #: user (the Gram's trace over its users) is above this many times the round's median of
+    #: that figure is rejected (0: off). Honest Online Retail shops lie
+    #: within 0.01-12x of the median (a 10-user shop's first window is the 12x), so 20x
+    #: keeps every honest shop and rejects counts inflated 100x or more.
+    statistics_multiple: float = 20.0
 
     def check(self, key: str = "federated.bounds") -> None:
         at_least(f"{key}.norm_multiple", self.norm_multiple, 0)
@@ -113,6 +119,12 @@ class BoundsConfig:
                 "a value >= 1"
             )
         at_least(f"{key}.max_growth", self.max_growth, 0)
+        if 0 < self.statistics_multiple < 1:
+            raise ConfigError(
+                f"{key}.statistics_multiple={self.statistics_multiple} would reject the median "
+                "shop: use 0 (off) or a value >= 1"
+            )
+        at_least(f"{key}.statistics_multiple", self.statistics_multiple, 0)
 
 
 #: Kinds of simulated attack (:mod:`fedcl.federated.attacks`).

@@ -49,6 +49,7 @@ from fedcl.federated.protocol import (
     train_config,
 )
 from fedcl.federated.statistics import (
+    bound_statistics,
     decode_statistics_reply,
     is_statistics,
     needs_model,
@@ -370,7 +371,8 @@ def statistics_round(
     """A statistics model's round (:mod:`fedcl.federated.statistics`): every sampled shop
     sends its sums (a sparse Gram, or ALS's item-step sums after its user step), the server
     adds the checked ones and solves the shared part (sent with the next message). No
-    strategy aggregates and no update bound applies: the sum is the model."""
+    strategy aggregates (the sum is the model); a reply whose mass per claimed user is far
+    above the round's median is rejected (``federated.bounds.statistics_multiple``)."""
     cfg, result = server.cfg, server.result
     fed = cfg.federated
     t, r, server_round = step
@@ -380,12 +382,26 @@ def statistics_round(
     sent = glob.record() if needs_model(glob.model) else ArrayRecord({})
     messages = list(strategy.configure_train(server_round, sent, train_config(t, r, n_items),
                                              server.grid))  # fmt: skip
-    good, bad = server.exchange(
-        messages,
-        lambda c: decode_statistics_reply(c, glob.model, n_items, fed.max_examples),
-        (t, r),
-    )
-    replies = [x for _, x in good]
+
+    def decode(content: RecordDict) -> TrainReply:
+        reply = decode_statistics_reply(content, glob.model, n_items, fed.max_examples)
+        if reply.num_examples > server.max_users(reply.shop):  # the users the sums are over
+            raise Rejected(
+                f"claims {reply.num_examples} users, more than the {server.max_users(reply.shop)}"
+                " a shop may have"
+            )
+        return reply
+
+    good, bad = server.exchange(messages, decode, (t, r))
+    node = {reply.shop: reply_node(msg, messages) for msg, reply in good}
+    replies, too_big = bound_statistics(
+        glob.model, [x for _, x in good], fed.bounds.statistics_multiple if fed.bounds.enabled
+        else 0, fed.bounds.min_replies,
+    )  # fmt: skip
+    for shop, why in too_big:
+        log.warning("rejected statistics of shop %s: %s", shop, why)
+        result.rejected.append(Rejection(t, r, "train", shop, node[shop], why))
+        bad.append(shop)
     if replies:
         glob.model.fit(total(glob.model, replies, n_items))
     up = sum(record_bytes(x.arrays) for x in replies)

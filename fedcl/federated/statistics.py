@@ -160,6 +160,11 @@ class Codec:
     encode: Callable[[Any], dict[str, torch.Tensor]]
     check: Callable[[ArrayRecord, int, Recommender], None]
     total: Callable[[list[ArrayRecord], int, Recommender], Any]
+    #: A reply's mass: what grows when a shop inflates its sums (the Gram's trace), compared
+    #: per claimed user across the round; None: no such bound (ALS: honest shops' summed A_i
+    #: diagonals per user spread over 50x the median on Online Retail, with factors of small
+    #: shops' users far larger, so a median bound would reject honest shops).
+    mass: Callable[[ArrayRecord], float] | None
     #: Whether a shop's step needs the shared part (ALS's users need the item factors; a
     #: Gram needs nothing, so its train message carries no arrays).
     needs_model: bool = False
@@ -170,6 +175,9 @@ CODECS = {
         encode_gram,
         lambda arrays, n_items, model: check_gram(arrays, n_items),
         lambda records, n_items, model: _sum_gram_records(records, n_items),
+        lambda arrays: float(
+            _diagonal_sum(arrays[ROW].numpy(), arrays[COL].numpy(), arrays[VAL].numpy())
+        ),  # fmt: skip
     ),
     "als": Codec(
         encode_als,
@@ -177,9 +185,36 @@ CODECS = {
         lambda records, n_items, model: add(
             [decode_als(r) for r in records], n_items, model.cfg.factors
         ),
+        None,
         needs_model=True,
     ),
 }
+
+
+def _diagonal_sum(row: np.ndarray, col: np.ndarray, val: np.ndarray) -> float:
+    return float(val[row == col].sum())
+
+
+def bound_statistics(
+    model: Recommender, replies: list[TrainReply], multiple: float, min_replies: int
+) -> tuple[list[TrainReply], list[tuple[str, str]]]:
+    """The replies whose mass per claimed user is at most ``multiple`` x the round's median
+    (with at least ``min_replies`` replies; 0: no bound), and (shop, why) of the others."""
+    mass = CODECS[model.statistics_kind].mass
+    if mass is None or multiple <= 0 or len(replies) < min_replies:
+        return list(replies), []
+    per_user = [mass(r.arrays) / r.num_examples for r in replies]
+    median = float(np.median(per_user))
+    if median <= 0:
+        return list(replies), []
+    kept, rejected = [], []
+    for reply, figure in zip(replies, per_user, strict=True):
+        if figure > multiple * median:
+            rejected.append((reply.shop, f"statistics mass per user {figure:.4g} > {multiple:g} "
+                             f"x the round's median {median:.4g}"))  # fmt: skip
+        else:
+            kept.append(reply)
+    return kept, rejected
 
 
 def _sum_gram_records(records: list[ArrayRecord], n_items: int) -> sp.csr_matrix:

@@ -7,15 +7,25 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from local_grid import LocalGrid
 
 from fedcl.evaluation import Evaluator
 from fedcl.federated.protocol import Rejected
 from fedcl.federated.server_loop import run_federated
-from fedcl.federated.statistics import COL, ROW, VAL, check_gram, decode_gram, encode_gram
+from fedcl.federated.statistics import (
+    COL,
+    ROW,
+    VAL,
+    bound_statistics,
+    check_gram,
+    decode_gram,
+    encode_gram,
+)
+from fedcl.models.itemitem import ItemItem
 from fedcl.modes import run_centralized
 from fedcl.run_data import run_data
+from fedcl.shop.replies import TrainReply
 
 G = sp.csr_matrix(np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 1.0]]))
 
@@ -92,3 +102,57 @@ def test_the_federated_model_equals_the_centralized_one(tiny_cfg, tiny_overrides
                         ), (variant, shop, metric)
                     compared += 1
     assert compared >= 3 * 3 * 2  # every shop, window and variant
+
+
+def _gram_reply(shop: str, scale: float, users: int = 10) -> TrainReply:
+    arrays = {k: v.clone() for k, v in encode_gram(G * scale).items()}
+    return TrainReply(shop, ArrayRecord(arrays), users, 0.0, 1, 0.1, 0.1)
+
+
+def test_a_shop_inflating_its_counts_is_rejected_and_honest_spread_is_kept():
+    honest = [_gram_reply(f"shop_{i}", s) for i, s in enumerate([0.1, 0.5, 1.0, 2.0, 12.0])]
+    model = ItemItem(1, 3)
+
+    kept, rejected = bound_statistics(model, [*honest, _gram_reply("mallory", 1e6)], 20.0, 3)
+
+    assert kept == honest
+    assert [shop for shop, _ in rejected] == ["mallory"] and "mass per user" in rejected[0][1]
+
+
+class InflatingGrid(LocalGrid):
+    """shop_00 multiplies its Gram by 1e6 (or claims 1e6 users) in every statistics reply."""
+
+    def __init__(self, cfg, n_shops: int, how: str) -> None:
+        super().__init__(cfg, n_shops)
+        self.how = how
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        for msg in replies:
+            content = msg.content
+            if msg.has_error() or "arrays" not in content.array_records:
+                continue
+            arrays = content.array_records["arrays"]
+            if VAL not in arrays or content.config_records["shop"]["shop"] != "shop_00":
+                continue
+            if self.how == "inflate":
+                arrays[VAL] = Array(arrays[VAL].numpy() * 1e6)
+            else:
+                content.metric_records["metrics"]["num-examples"] = 10**6  # < max_examples
+        return replies
+
+
+@pytest.mark.parametrize(("how", "why"), [("inflate", "mass per user"), ("users", "users")])
+@pytest.mark.usefixtures("server_identity")
+def test_the_inflating_shop_is_rejected_by_name_and_the_run_completes(
+    tiny_cfg, tiny_overrides, how, why
+):
+    tiny_overrides.remove("model.dim=8")  # an MF setting
+    cfg = tiny_cfg("model=ease", "continual=naive")
+
+    result = run_federated(InflatingGrid(cfg, 3, how), cfg, None)
+
+    trains = [r for r in result.rejected if r.kind == "train"]
+    assert {r.shop for r in trains} == {"shop_00"} and len(trains) == 3  # every window
+    assert all(why in r.why for r in trains)
+    assert len(result.cells["new"]) == 3
