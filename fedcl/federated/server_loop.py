@@ -277,6 +277,23 @@ def _log_resume(window: int, round_: int, rounds: int, n_windows: int, where: Pa
         log.info("resuming at window %d round %d from %s", window, round_, where)
 
 
+def configure_train(
+    server: Server,
+    strategy: Strategy,
+    arrays: ArrayRecord,
+    step: tuple[int, int, int],
+    n_items: int,
+) -> list[Message]:
+    """The train messages of round ``step``, once enough shops are connected: shops may have
+    gone away since the start, and Flower's sampling would wait for them with no time limit,
+    so wait ``federated.wait_timeout_s`` at most, then stop with a clear error."""
+    cfg, fed = server.cfg, server.cfg.federated
+    need = min(cfg.strategy.min_train_nodes, fed.min_shops)
+    wait_for_shops(server.grid, need, fed.wait_timeout_s, "strategy.min_train_nodes")
+    conf = train_config(step[0], step[1], n_items)
+    return list(strategy.configure_train(step[2], arrays, conf, server.grid))
+
+
 def train_round(
     server: Server,
     strategy: Strategy,
@@ -286,19 +303,14 @@ def train_round(
 ) -> None:
     """One round of training and aggregation at ``step`` = (window, round, server round);
     its log row, bytes and rejections go to the server's result."""
-    cfg, grid, result = server.cfg, server.grid, server.result
+    cfg, result = server.cfg, server.result
     fed = cfg.federated
     t, r, server_round = step
     start = time.perf_counter()
     if is_statistics(glob.model):
         return statistics_round(server, strategy, glob, step, n_items)
     arrays = glob.record()
-    # Shops may have gone away since the start: Flower's sampling would wait for them with no
-    # time limit; wait federated.wait_timeout_s at most, then stop with a clear error.
-    need = min(cfg.strategy.min_train_nodes, fed.min_shops)
-    wait_for_shops(grid, need, fed.wait_timeout_s, "strategy.min_train_nodes")
-    conf = train_config(t, r, n_items)
-    messages = list(strategy.configure_train(server_round, arrays, conf, grid))
+    messages = configure_train(server, strategy, arrays, step, n_items)
     spec = Spec.of(arrays)
     good, bad = server.exchange(
         messages, lambda content: decode_train_reply(content, spec, fed.max_examples), (t, r)
@@ -377,11 +389,8 @@ def statistics_round(
     fed = cfg.federated
     t, r, server_round = step
     start = time.perf_counter()
-    wait_for_shops(server.grid, min(cfg.strategy.min_train_nodes, fed.min_shops),
-                   fed.wait_timeout_s, "strategy.min_train_nodes")  # fmt: skip
     sent = glob.record() if needs_model(glob.model) else ArrayRecord({})
-    messages = list(strategy.configure_train(server_round, sent, train_config(t, r, n_items),
-                                             server.grid))  # fmt: skip
+    messages = configure_train(server, strategy, sent, step, n_items)
 
     def decode(content: RecordDict) -> TrainReply:
         reply = decode_statistics_reply(content, glob.model, n_items, fed.max_examples)

@@ -151,11 +151,12 @@ class ALS(History):
 
     def fit(self, stats: ItemStatistics) -> None:
         """The item step from (summed) statistics; an item nobody bought keeps its factor."""
-        total = add([stats], self.n_items, self.cfg.factors)
         y = self.item_factors.numpy().copy()
-        base = total.xtx + self.cfg.reg * np.eye(self.cfg.factors)
-        for i in np.nonzero(np.abs(total.b).sum(axis=1))[0]:
-            y[i] = np.linalg.solve(base + total.a[i], total.b[i])
+        base = stats.xtx + self.cfg.reg * np.eye(self.cfg.factors)
+        bought = np.abs(stats.b).sum(axis=1) > 0
+        if bought.any():  # one batched solve over the items, no copy to the whole catalogue
+            a, b = base[None] + stats.a[bought], stats.b[bought][..., None]
+            y[stats.items[bought]] = np.linalg.solve(a, b)[..., 0]
         self.item_factors = torch.from_numpy(y)
 
     # --- scoring ------------------------------------------------------------------
