@@ -7,10 +7,10 @@ import shutil
 import tempfile
 
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 from tiny import TINY
 
 from fedcl.config import compose_config
+from fedcl.federated.local_grid import server_identity as identity
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -45,6 +45,5 @@ def tiny_cfg(tmp_path, tiny_overrides):
 @pytest.fixture
 def server_identity():
     """Messages are built as the ServerApp would build them (Flower reads its identity)."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+    with identity():
+        yield

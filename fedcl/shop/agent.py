@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import secrets
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -28,9 +30,11 @@ from fedcl.models.base import Recommender
 from fedcl.privacy.accountant import noise_multiplier
 from fedcl.privacy.user_level import dp_train
 from fedcl.run_data import is_run_data, run_data
-from fedcl.shop.ingest import EventLog, ingest_log
+from fedcl.shop.ingest import EventLog, ShopIngest
 from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply, withhold, withhold_row
 from fedcl.shop.store import GenerationStore
+
+log = logging.getLogger("fedcl.shop")
 
 #: How a shop starts a corrupt state over (the :class:`CorruptState` message says it).
 RESET_HINT = "node config reset-corrupt-state=true (or federated.reset_corrupt_state=true)"
@@ -84,11 +88,16 @@ class ShopAgent:
             reset_corrupt=reset_corrupt or cfg.federated.reset_corrupt_state,
         )
         self._loaded: dict | None = None  # state read by _open_window, for _learner to reuse
+        #: Customer ids by private index when the shop reads its own log: then it serves
+        #: (each evaluated window writes a serving snapshot, :mod:`fedcl.serve.snapshot`).
+        self.user_ids: np.ndarray | None = None
         if isinstance(data, EventLog):
-            data = ingest_log(
-                shop, data, self.store.dir / "ingest", self._open_window(),
-                reset_corrupt=self.store.reset_corrupt,
-            )  # fmt: skip
+            ingest = ShopIngest(shop, data, self.store.dir / "ingest", self.store.reset_corrupt)
+            ingest.ingest(self._open_window())
+            self.user_ids = ingest.users
+            if ingest.plan.shops and shop not in ingest.plan.shops:
+                log.warning("shop %r is not among the plan's shops %s", shop, ingest.plan.shops)
+            data = ingest.prepared()
         self.data = data if data is not None else run_data(cfg.data, cfg.eval)
         if shop not in self.data.shops:
             raise ValueError(f"shop {shop!r} is not in the data (shops: {self.data.shops})")
@@ -208,6 +217,7 @@ class ShopAgent:
                 learner.enter(window)
                 self._save(learner)
             model, tuned = self._personal(learner, window)
+            self._serve(model, window)
         ev = evaluator(self.cfg, self.data, self.device, self._boot_seed())
         per_user: list[pd.DataFrame] = []
         row = ev.row(model, self.shop, window, per_user)
@@ -223,6 +233,23 @@ class ShopAgent:
             },
             finetune=tuned,
         )  # fmt: skip
+
+    def _serve(self, model: Recommender, window: int) -> None:
+        """A shop reading its own log serves: freeze the model it evaluates at ``window``
+        for its recommendation service, and report what the service's lists did so far."""
+        if self.user_ids is None:
+            return
+        from fedcl.serve.online import SERVE_DIR, write_online
+        from fedcl.serve.snapshot import serving_store, write_snapshot
+
+        store = serving_store(self.store.dir)
+        write_snapshot(store, self.shop, window, model, self.cfg.model, self.data, self.user_ids)
+        online = write_online(self.store.dir / SERVE_DIR, window)
+        if online and online["by_generation"]:
+            gen = max(online["by_generation"], key=int)
+            log.info(
+                "shop %s online (generation %s): %s", self.shop, gen, online["by_generation"][gen]
+            )
 
     def _boot_seed(self) -> int:
         """The seed of this shop's bootstrap weights. On its own log (deployment) it mixes

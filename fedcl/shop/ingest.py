@@ -361,21 +361,6 @@ class ShopIngest:
         os.replace(tmp, self.dir / QUARANTINE_VIEW)
 
 
-def ingest_log(
-    shop: str,
-    source: EventLog,
-    directory: str | Path,
-    open_window: int,
-    reset_corrupt: bool = False,
-) -> PreparedData:
-    """Ingest what is new in ``shop``'s log and return its one-shop prepared data."""
-    ingest = ShopIngest(shop, source, directory, reset_corrupt)
-    ingest.ingest(open_window)
-    if ingest.plan.shops and shop not in ingest.plan.shops:
-        log.warning("shop %r is not among the plan's shops %s", shop, ingest.plan.shops)
-    return ingest.prepared()
-
-
 def _empty_state() -> dict:
     return {
         "format": 2,

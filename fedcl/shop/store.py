@@ -122,6 +122,28 @@ class GenerationStore:
             return []
         return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _GEN.match(p.name)))
 
+    def generations(self) -> list[int]:
+        """Numbers of the generations on disk, oldest first (verified or not)."""
+        return self._generations()
+
+    def read(self, gen: int) -> Tree:
+        """Generation ``gen`` exactly, verified: :class:`CorruptState` when its checksum
+        fails or it cannot be read, ``FileNotFoundError`` when it is gone (rotated out).
+        Unlike :meth:`load`, never falls back to another generation (a reader that already
+        holds an older one, e.g. the recommendation service, keeps it instead)."""
+        path = self.dir / f"state-{gen:08d}.npz"
+        payload = path.read_bytes()
+        want = path.with_suffix(".sha256").read_text().strip()
+        if hashlib.sha256(payload).hexdigest() != want:
+            raise CorruptState(f"{self.what} {path} fails its sha256")
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+                kinds = json.loads(str(z["__kinds__"]))
+                arrays = {k: z[k] for k in z.files if k != "__kinds__"}
+        except (ValueError, KeyError, OSError) as e:  # verified bytes, yet not a state
+            raise CorruptState(f"{self.what} {path} cannot be read ({e})") from e
+        return unflatten(arrays, kinds)
+
     def save(self, state: Tree) -> Path:
         """Write a new generation atomically; returns its path."""
         _private_dir(self.dir)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from local_grid import LocalGrid
 
 from fedcl.federated.attacks import attack, is_attacker, promote
 from fedcl.federated.config import AttackConfig
+from fedcl.federated.local_grid import LocalGrid
 from fedcl.federated.server_loop import run_federated, write_report
 from fedcl.run_data import run_data
 from fedcl.shop.replies import TrainReply

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-from local_grid import LocalGrid
 
 from fedcl.errors import ConfigError
 from fedcl.federated.client_app import make_client_app
+from fedcl.federated.local_grid import LocalGrid
 from fedcl.federated.protocol import (
     ARRAYS,
     CONFIG,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from local_grid import FIRST_NODE, LocalGrid
 
+from fedcl.federated.local_grid import FIRST_NODE, LocalGrid
 from fedcl.federated.protocol import METRICS, SHOP
 from fedcl.federated.server_loop import run_federated, write_report
 from fedcl.run_data import run_data

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from local_grid import LocalGrid
 
 from fedcl.config import compose_config
+from fedcl.federated.local_grid import LocalGrid
 from fedcl.federated.server_loop import run_federated, write_report
 from fedcl.simulate import run
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MessageType
 from flwr.serverapp.strategy import FedAdam, FedAvgM
-from local_grid import LocalGrid
 
 from fedcl.errors import ConfigError
 from fedcl.federated.checkpoint import (
@@ -20,6 +19,7 @@ from fedcl.federated.checkpoint import (
     load_strategy_state,
     strategy_state,
 )
+from fedcl.federated.local_grid import LocalGrid
 from fedcl.federated.server_loop import run_federated, write_report
 from fedcl.shop.store import CorruptState, GenerationStore
 

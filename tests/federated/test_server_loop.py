@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from local_grid import LocalGrid
 
+from fedcl.federated.local_grid import LocalGrid
 from fedcl.federated.server_loop import NotEnoughShops, run_federated
 
 pytestmark = pytest.mark.usefixtures("server_identity")

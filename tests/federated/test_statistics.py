@@ -8,9 +8,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 from flwr.app import Array, ArrayRecord
-from local_grid import LocalGrid
 
 from fedcl.evaluation import Evaluator
+from fedcl.federated.local_grid import LocalGrid
 from fedcl.federated.protocol import Rejected
 from fedcl.federated.server_loop import run_federated
 from fedcl.federated.statistics import (

@@ -16,7 +16,7 @@ from fedcl.privacy.accountant import epsilon
 from fedcl.report import summary_table
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "federated"))
-from local_grid import LocalGrid  # noqa: E402
+from fedcl.federated.local_grid import LocalGrid  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 

@@ -1,38 +1,55 @@
-"""An in-process Grid for fast server tests: every message goes straight to the ClientApp.
+"""An in-process Grid: every message goes straight to the ClientApp (server tests, and the
+closed-loop simulation, which needs to act between windows).
 
 No Ray, no SuperLink: node ``FIRST_NODE + p`` is shop partition ``p``, served by
 ``make_client_app(cfg)`` called as ``app(message, context)`` with one Context per node (its
-``node_config`` holds ``partition-id``, as in simulation). A ClientApp that raises answers with
-an error reply, as Flower's runtime does. Messages are built with Flower's task identity set
-(see the ``server_identity`` fixture of the tests that use this grid).
+``node_config`` holds ``partition-id``, as in simulation, plus ``node_configs[p]`` when given:
+e.g. ``shop``, ``events``, ``plan``, ``state-dir`` for a shop reading its own log). A ClientApp
+that raises answers with an error reply, as Flower's runtime does. Messages are built with
+Flower's task identity set (:func:`server_identity`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
 from fedcl.federated.client_app import make_client_app
 
 FIRST_NODE = 10
 
 
+@contextmanager
+def server_identity() -> Iterator[None]:
+    """Build messages as the ServerApp would (Flower reads its task identity)."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    try:
+        yield
+    finally:
+        TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
 class LocalGrid(Grid):
     """``n_shops`` shops of ``cfg`` as nodes of this process."""
 
-    def __init__(self, cfg: Any, n_shops: int) -> None:
+    def __init__(
+        self, cfg: Any, n_shops: int, node_configs: list[dict[str, Any]] | None = None
+    ) -> None:
         self.app = make_client_app(cfg)
+        extra = node_configs or [{} for _ in range(n_shops)]
         self.contexts = {
             FIRST_NODE + p: Context(
                 run_id=1,
                 node_id=FIRST_NODE + p,
-                node_config={"partition-id": p, "num-partitions": n_shops},
+                node_config={"partition-id": p, "num-partitions": n_shops, **extra[p]},
                 state=RecordDict(),
                 run_config={},
             )

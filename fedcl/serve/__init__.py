@@ -1,0 +1,1 @@
+"""The shop's recommendation service (python -m fedcl.serve): snapshots, lists, events."""
