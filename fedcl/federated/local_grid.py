@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedcl.config import Config
 from fedcl.federated.client_app import make_client_app
 
 FIRST_NODE = 10
@@ -41,7 +42,7 @@ class LocalGrid(Grid):
     """``n_shops`` shops of ``cfg`` as nodes of this process."""
 
     def __init__(
-        self, cfg: Any, n_shops: int, node_configs: list[dict[str, Any]] | None = None
+        self, cfg: Config, n_shops: int, node_configs: list[dict[str, Any]] | None = None
     ) -> None:
         self.app = make_client_app(cfg)
         extra = node_configs or [{} for _ in range(n_shops)]

@@ -34,6 +34,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--poll-s", type=float, default=1.0, help="new-model check interval")
     p.add_argument("--frozen", action="store_true", help="keep the first model, never swap")
     p.add_argument("--sellable", type=Path, help="item ids the shop can sell, one per line")
+    p.add_argument(
+        "--purchases-logged-elsewhere", action="store_true",
+        help="your own pipeline appends purchases to the log: the service does not",
+    )  # fmt: skip
     p.add_argument("--user-col", default="user_id")
     p.add_argument("--item-col", default="item_id")
     p.add_argument("--time-col", default="timestamp")
@@ -69,6 +73,7 @@ def config(args: argparse.Namespace) -> ServeConfig:
         poll_s=args.poll_s,
         follow=not args.frozen,
         sellable=args.sellable,
+        log_purchases=not args.purchases_logged_elsewhere,
     )
 
 
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         app = make_app(config(args))
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from e
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info", ws="none")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +41,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fedcl.data.config import ValidationConfig
 from fedcl.data.plan import Plan
@@ -49,6 +51,8 @@ from fedcl.serve.online import SERVE_DIR, ImpressionLog, impression
 from fedcl.serve.recommend import Recommendation, Recommender
 from fedcl.serve.swap import ModelHolder
 from fedcl.shop.agent import _safe
+
+log = logging.getLogger("fedcl.serve")
 
 MAX_K = 100
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -68,6 +72,8 @@ class ServeConfig:
     poll_s: float = 1.0  # how often to look for a new serving generation
     follow: bool = True  # False: keep the first model (a frozen service)
     sellable: Path | None = None  # item ids the shop can sell, one per line (None: all)
+    #: False: purchases are not appended to the log (the shop's own pipeline does that).
+    log_purchases: bool = True
 
     @property
     def shop_dir(self) -> Path:
@@ -77,7 +83,9 @@ class ServeConfig:
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    users: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    users: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=MAX_BATCH
+    )
     k: int = Field(default=10, ge=1, le=MAX_K)
 
 
@@ -124,6 +132,7 @@ class Service:
             follow=cfg.follow,
             on_swap=self.metrics.served,
             on_refuse=lambda gen, why: self.metrics.refused.inc(),
+            on_poll=self.poll_sellable,
         )
         folder = cfg.shop_dir / SERVE_DIR
         self.impressions = ImpressionLog(folder)
@@ -132,7 +141,7 @@ class Service:
             if cfg.plan is None:
                 raise ValueError("--events needs --plan (events are checked on its catalogue)")
             self.checker = EventChecker(Plan.load(cfg.plan), cfg.shop, cfg.validation)
-            self.sink = EventSink(cfg.events, cfg.layout, cfg.shop, folder)
+            self.sink = EventSink(cfg.events, cfg.layout, cfg.shop, folder, cfg.log_purchases)
 
     def _read_sellable(self) -> set[str] | None:
         path = self.cfg.sellable
@@ -142,10 +151,14 @@ class Service:
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
 
     def poll_sellable(self) -> None:
-        """Rebuild the catalogue view when the sellable file changed."""
+        """Rebuild the catalogue view when the sellable file changed (at each poll of the
+        swap watcher; a file missing for a moment keeps the current view)."""
         path = self.cfg.sellable
-        if path is not None and path.stat().st_mtime != self._sellable_mtime:
-            self.holder.reload_sellable()
+        try:
+            if path is not None and path.stat().st_mtime != self._sellable_mtime:
+                self.holder.reload_sellable()
+        except OSError as e:
+            log.warning("sellable list %s unreadable (%s): keeping the current one", path, e)
 
     def model(self) -> Recommender:
         model = self.holder.current
@@ -259,7 +272,13 @@ def make_app(cfg: ServeConfig, start_watcher: bool = True) -> FastAPI:
             svc.metrics.rejected.inc()
             listed = [p.as_dict() for p in problems]
             return JSONResponse({"error": "events refused, none written", "problems": listed}, 422)
-        accepted, logged, duplicates = svc.sink.write(batch.events, times)
+        try:
+            accepted, logged, duplicates = svc.sink.write(batch.events, times)
+        except OSError as e:  # e.g. a full disk: say so, the site sends the batch again
+            raise HTTPException(
+                503, f"events not written ({e}): send them again later (an event with an "
+                "event_id is taken once)",
+            ) from e  # fmt: skip
         for e in batch.events:
             svc.metrics.events.labels(e.type).inc()
         return _json({"accepted": accepted, "purchases_logged": logged, "duplicates": duplicates})

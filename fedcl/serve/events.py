@@ -146,12 +146,48 @@ class EventChecker:
 class EventSink:
     """Appends accepted events: purchases to the shop's log, all to ``feedback.jsonl``."""
 
-    def __init__(self, log_path: str | Path, layout: CsvConfig, shop: str, folder: Path) -> None:
+    def __init__(
+        self,
+        log_path: str | Path,
+        layout: CsvConfig,
+        shop: str,
+        folder: Path,
+        log_purchases: bool = True,
+    ) -> None:
         self.log_path, self.layout, self.shop = Path(log_path), layout, shop
+        #: False: the shop's own pipeline appends purchases to the log; the service only
+        #: records them for the online metrics (else they would be learned twice).
+        self.log_purchases = log_purchases
         self.feedback = folder / FEEDBACK_FILE
         self.header = self._header()
         self._lock = threading.Lock()
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent event ids (retries)
+        self._recall()
+
+    def _recall(self) -> None:
+        """Remember the event ids already written (a retry after a restart is a duplicate
+        too: it must not reach the log again, e.g. with a new time, and be learned twice)."""
+        if self.log_purchases and "event_id" in self.header:
+            # The log too: a crash between the log's write and the feedback file's must not
+            # let a retried purchase reach the log twice.
+            ids = pd.read_csv(
+                self.log_path, usecols=["event_id"], dtype=str, sep=self.layout.sep,
+                on_bad_lines="skip", engine="python" if len(self.layout.sep) > 1 else "c",
+            )["event_id"].dropna()  # fmt: skip
+            for event_id in ids.tolist():
+                self._remember(event_id)
+        if not self.feedback.exists():
+            return
+        with open(self.feedback, encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break  # a last line cut by a crash: not written
+                try:
+                    event_id = json.loads(line).get("event_id")
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if isinstance(event_id, str) and event_id:
+                    self._remember(event_id)
 
     def _header(self) -> list[str]:
         """The log's columns (the log is created with the layout's when it is missing)."""
@@ -181,19 +217,24 @@ class EventSink:
         """Append ``events`` (checked); returns (accepted, purchases logged, duplicates)."""
         stamps = times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").tolist()
         log_lines, feedback, duplicates = [], [], 0
+        ids: dict[str, None] = {}  # this batch's event ids, remembered once the log has them
         with self._lock:
             for e, when in zip(events, stamps, strict=True):
-                if e.event_id is not None and e.event_id in self._seen:
+                if e.event_id is not None and (e.event_id in self._seen or e.event_id in ids):
                     duplicates += 1
                     continue
                 if e.event_id is not None:
-                    self._remember(e.event_id)
+                    ids[e.event_id] = None
                 record = {**e.model_dump(), "time": when}
                 feedback.append(json.dumps(record, sort_keys=True) + "\n")
-                if e.type == "purchase":
+                if e.type == "purchase" and self.log_purchases:
                     log_lines.append(self._log_line(e, when))
             if log_lines:
-                _append(self.log_path, "".join(log_lines))
+                # A last line still waiting for its newline would swallow ours: end it.
+                lead = "" if _ends_with_newline(self.log_path) else "\n"
+                _append(self.log_path, lead + "".join(log_lines))
+            for event_id in ids:  # a failed write is not a duplicate when the site retries
+                self._remember(event_id)
             if feedback:
                 _append(self.feedback, "".join(feedback))
         return len(feedback), len(log_lines), duplicates
@@ -224,6 +265,18 @@ def _csv_line(values: list[str], sep: str) -> str:
     buf = io.StringIO()
     csv.writer(buf, delimiter=sep, lineterminator="\n").writerow(values)
     return buf.getvalue()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """Whether ``path`` is empty, missing or ends with a newline."""
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
 
 
 def _append(path: Path, text: str) -> None:

@@ -45,7 +45,13 @@ class Recommender:
     def __init__(self, snap: Snapshot, sellable: Iterable[str] | None = None) -> None:
         self.snap = snap
         self.generation, self.window = snap.generation, snap.window
-        self.user_index = pd.Index(snap.users)
+        named = np.flatnonzero(snap.users != "")  # rows without an id cannot be asked for
+        self._user_rows = named
+        self.user_index = pd.Index(snap.users[named])
+        # The model is frozen: one that can build its scoring once (ItemItem's sparse
+        # matrices) does it here rather than per request; the scores are score_all's.
+        scorer = getattr(snap.model, "scorer", None)
+        self._score_all = scorer() if callable(scorer) else snap.model.score_all
         items = snap.items
         self.sellable = np.ones(len(items), dtype=bool)
         if sellable is not None:
@@ -66,7 +72,8 @@ class Recommender:
 
     def recommend(self, users: Sequence[str], k: int) -> list[Recommendation]:
         """Lists of at most ``k`` items for each of ``users`` (in order)."""
-        idx = self.user_index.get_indexer(pd.Index(list(users), dtype=object).astype(str))
+        found = self.user_index.get_indexer(pd.Index(list(users), dtype=object).astype(str))
+        idx = np.where(found >= 0, self._user_rows[np.maximum(found, 0)], -1)
         known = np.flatnonzero(idx >= 0)
         out: list[Recommendation | None] = [None] * len(users)
         for start in range(0, len(known), SCORE_CHUNK):
@@ -81,7 +88,7 @@ class Recommender:
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         """(B, I) float64 model scores, -inf where the item cannot be sold."""
         with torch.inference_mode():
-            s = self.snap.model.score_all(torch.as_tensor(rows, dtype=torch.long))
+            s = self._score_all(torch.as_tensor(rows, dtype=torch.long))
         s = s.detach().cpu().double().numpy()
         s[:, ~self.sellable] = -np.inf
         return s
@@ -120,7 +127,15 @@ def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, len(scores))
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0)
-    part = np.argpartition(-scores, k - 1)[:k]
-    part = part[np.lexsort((part, -scores[part]))]
-    part = part[np.isfinite(scores[part])]
+    # The k-th best score by torch.topk (a 1-D partial selection: ~10x faster than
+    # np.argpartition over 100k items), then the items above it and, of its ties, the
+    # lowest indices: exactly the k best, in O(items) whatever the ties.
+    kth = float(torch.topk(torch.from_numpy(scores), k, sorted=False).values.min())
+    part = np.zeros(0, np.int64)
+    if np.isfinite(kth):
+        above = np.flatnonzero(scores > kth)  # at most k - 1
+        part = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+    if not np.isfinite(kth) or not np.isfinite(scores[part]).all():
+        part = np.flatnonzero(np.isfinite(scores))  # fewer than k finite, a NaN or an inf
+    part = part[np.lexsort((part, -scores[part]))][:k]
     return part, scores[part]

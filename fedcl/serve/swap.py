@@ -27,7 +27,8 @@ class ModelHolder:
     """The model a service answers with, and how it moves to the agent's next one.
 
     ``follow=False`` loads the newest good generation once and never swaps (a frozen model).
-    ``sellable``: a callable giving the item ids the shop can sell now (None: all)."""
+    ``sellable``: a callable giving the item ids the shop can sell now (None: all);
+    ``on_poll``: called by the watcher after each look (the service checks that list)."""
 
     def __init__(
         self,
@@ -36,10 +37,11 @@ class ModelHolder:
         follow: bool = True,
         on_swap: Callable[[Recommender], None] | None = None,
         on_refuse: Callable[[int, str], None] | None = None,
+        on_poll: Callable[[], None] | None = None,
     ) -> None:
         self.store = serving_store(shop_dir)
         self.sellable, self.follow = sellable, follow
-        self.on_swap, self.on_refuse = on_swap, on_refuse
+        self.on_swap, self.on_refuse, self.on_poll = on_swap, on_refuse, on_poll
         self.current: Recommender | None = None
         self.refused: dict[int, str] = {}  # generation -> why
         self._lock = threading.Lock()  # one refresh at a time
@@ -58,12 +60,15 @@ class ModelHolder:
                 if gen in self.refused:
                     continue
                 try:
-                    model = Recommender(read_snapshot(self.store, gen), self.sellable())
+                    snap = read_snapshot(self.store, gen)
                 except FileNotFoundError:  # rotated out while we looked: look again later
                     continue
                 except (CorruptState, BadSnapshot, OSError) as e:
                     self._refuse(gen, str(e))
                     continue
+                # Outside the try: an unreadable sellable list is no fault of the generation
+                # (the error reaches the caller; the watcher tries again at its next poll).
+                model = Recommender(snap, self.sellable())
                 self.current = model  # one assignment: requests see old or new, whole
                 log.info("serving generation %d (window %d)", gen, model.window)
                 if self.on_swap is not None:
@@ -96,6 +101,8 @@ class ModelHolder:
             while not self._stop.wait(poll_s):
                 try:
                     self.refresh()
+                    if self.on_poll is not None:
+                        self.on_poll()
                 except Exception:  # the watcher must outlive any one bad generation
                     log.exception("looking for a new serving generation failed")
 
