@@ -27,14 +27,10 @@ from fedcl.cli import friendly_errors
 from fedcl.data.dataset import PreparedData
 from fedcl.data.plan import export_plan
 from fedcl.data.schema import ITEM, ROW, SHOP, TIME, USER
+from fedcl.shop.store import safe_name
 
 LOG_COLUMNS = {ROW: "event_id", USER: "user_id", ITEM: "item_id", TIME: "timestamp", SHOP: "shop"}
 _RETAIL_README = Path(__file__).resolve().parent / "data" / "online_retail" / "README.md"
-
-
-def safe_name(shop: str) -> str:
-    """A shop name as a file name (as the shop state directories spell it)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in shop)
 
 
 def write_shop_logs(data: PreparedData, directory: str | Path) -> dict[str, Path]:

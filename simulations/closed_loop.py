@@ -177,8 +177,9 @@ def tables(results: dict[str, list[dict]]) -> str:
     lines += [
         "",
         f"Paired against {REFERENCE} (same visits; 95% interval, customers resampled):\n",
-        "| policy | from recs / 1000 visits: difference | purchases / 1000 visits: difference |",
-        "|---|---|---|",
+        "| policy | from recs / 1000 visits: difference | per seed | purchases / 1000 visits: "
+        "difference |",
+        "|---|---|---|---|",
     ]
     for policy, runs in results.items():
         if policy == REFERENCE:
@@ -187,7 +188,39 @@ def tables(results: dict[str, list[dict]]) -> str:
         for key in ("from_rec", "bought"):
             d, ci = paired(results[REFERENCE], runs, key)
             cells.append(f"{d:+.1f} [{ci[0]:+.1f}, {ci[1]:+.1f}]")
-        lines.append(f"| {REFERENCE} - {policy} | {cells[0]} | {cells[1]} |")
+        seeds = ", ".join(
+            f"{paired([a], [b], 'from_rec')[0]:+.1f}"
+            for a, b in zip(results[REFERENCE], runs, strict=True)
+        )
+        lines.append(f"| {REFERENCE} - {policy} | {cells[0]} | {seeds} | {cells[1]} |")
+    lines += ["", online_table(results)]
+    return "\n".join(lines)
+
+
+def online_table(results: dict[str, list[dict]]) -> str:
+    """What the shop agents reported (online.json): per list, pooled over shops,
+    generations and seeds."""
+    lines = [
+        "The agents' online figures (impressions joined with the posted events; pooled over "
+        "shops, generations and seeds):\n",
+        "| policy | list | shown | click-through | purchase-through |",
+        "|---|---|---|---|---|",
+    ]
+    for policy, runs in results.items():
+        totals: dict[str, list[int]] = {}
+        for r in runs:
+            for by_gen in r["online"].values():
+                for lists in by_gen.values():
+                    for name, c in lists.items():
+                        t = totals.setdefault(name, [0, 0, 0])
+                        t[0] += c["shown"]
+                        t[1] += c["clicks"]
+                        t[2] += c["purchases"]
+        for name, (shown, clicks, bought) in sorted(totals.items()):
+            lines.append(
+                f"| {policy} | {name} | {shown} | {clicks / max(shown, 1):.3f} | "
+                f"{bought / max(shown, 1):.3f} |"
+            )
     return "\n".join(lines)
 
 

@@ -50,7 +50,7 @@ from fedcl.serve.events import FIXES, MAX_BATCH, EventBatch, EventChecker, Event
 from fedcl.serve.online import SERVE_DIR, ImpressionLog, impression
 from fedcl.serve.recommend import Recommendation, Recommender
 from fedcl.serve.swap import ModelHolder
-from fedcl.shop.agent import _safe
+from fedcl.shop.store import safe_name
 
 log = logging.getLogger("fedcl.serve")
 
@@ -77,7 +77,7 @@ class ServeConfig:
 
     @property
     def shop_dir(self) -> Path:
-        return Path(self.state_dir) / _safe(self.shop)
+        return Path(self.state_dir) / safe_name(self.shop)
 
 
 class BatchRequest(BaseModel):

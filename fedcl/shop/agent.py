@@ -32,7 +32,7 @@ from fedcl.privacy.user_level import dp_train
 from fedcl.run_data import is_run_data, run_data
 from fedcl.shop.ingest import EventLog, ShopIngest
 from fedcl.shop.replies import EvalReply, TrainingCost, TrainReply, withhold, withhold_row
-from fedcl.shop.store import GenerationStore
+from fedcl.shop.store import GenerationStore, safe_name
 
 log = logging.getLogger("fedcl.shop")
 
@@ -82,7 +82,7 @@ class ShopAgent:
     ):
         self.cfg, self.shop, self.device = cfg, shop, device
         self.store = GenerationStore(
-            Path(state_dir) / _safe(shop),
+            Path(state_dir) / safe_name(shop),
             what=f"state of shop {shop}",
             reset_hint=RESET_HINT,
             reset_corrupt=reset_corrupt or cfg.federated.reset_corrupt_state,
@@ -307,7 +307,3 @@ def _fit(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     idx = tuple(slice(0, s) for s in local.shape)
     out[idx] = local.to(like.device)
     return out
-
-
-def _safe(shop: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in shop)

@@ -41,6 +41,11 @@ _TMP = re.compile(r"^\..+\.tmp\d+$")  # what _atomic_write leaves when killed mi
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
 
+def safe_name(shop: str) -> str:
+    """A shop name as a file name (how shop state directories and logs are spelled)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in shop)
+
+
 class CorruptState(FedclError):
     """Generations exist and none verifies: restore them, or reset explicitly."""
 

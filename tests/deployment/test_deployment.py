@@ -798,6 +798,16 @@ def test_federated_run_with_tls_and_node_auth(link, scenario):
         rows = len((link.root / "logs" / f"{shop.name}.csv").read_text().splitlines()) - 1
         assert int(ingest["log"]["rows"]) == rows, shop.name
         assert _generations(shop.store), shop.name
+        # ...and froze the model it evaluated after each window for its service.
+        from fedcl.serve.recommend import Recommender
+        from fedcl.serve.snapshot import read_snapshot, serving_store
+
+        serving = serving_store(shop.store)
+        assert serving.generations() == [1, 2], shop.name  # windows 0 and 1
+        snap = read_snapshot(serving, 2)
+        assert snap.window == 1 and snap.model_name == "MF", shop.name
+        (rec,) = Recommender(snap).recommend([str(snap.users[0])], 5)
+        assert rec.known and len(rec.lists["discover"]) == 5, shop.name
 
 
 def test_shop_killed_mid_round_rejoins_from_its_state(link, scenario):
