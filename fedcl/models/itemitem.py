@@ -24,6 +24,7 @@ Where dense EASE stops: the solve inverts a dense I x I matrix, O(I^3) time and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,26 +210,42 @@ class ItemItem(History):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """(B, n_items): normalised similarity scores, plus ``repeat`` x own scores (items
         the user bought), plus a popularity tie-break (users with no history)."""
-        rows = users.cpu().numpy()
-        x = user_item_matrix(self)[rows]
-        sim = np.asarray((x @ self.weights()).todense(), dtype=np.float64)  # (B, I)
-        scale = np.abs(sim).max(axis=1, keepdims=True)
-        sim = np.divide(sim, scale, out=np.zeros_like(sim), where=scale > 0)
-        pop = self.sim_pop.double()
-        out = torch.from_numpy(sim) + 1e-3 * (pop / (pop.max().clamp(min=0) + 1.0) - 1.0)
-        if self.cfg.repeat > 0:
-            out += self.cfg.repeat * torch.from_numpy(self._own(x, rows))
-        return out.float().to(users.device)
+        return self.scorer()(users)
 
-    def _own(self, x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-        """(B, I) the users' own decayed counts plus a recency tie-break on an absolute clock
-        (``last / 2**32`` s), so a user's scores do not depend on the other users the unit has."""
-        users_last = sp.csr_matrix(
+    def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`score_all` with the model's sparse matrices built once, for a model that
+        no longer changes (a serving snapshot: building them costs as much as scoring one
+        user); the scores are :meth:`score_all`'s, bit for bit. Stale once the model
+        observes, fits or grows: ask again then."""
+        x_all, w = user_item_matrix(self), self.weights()
+        last = self._users_last() if self.cfg.repeat > 0 else None
+        pop = self.sim_pop.double()
+        tie = 1e-3 * (pop / (pop.max().clamp(min=0) + 1.0) - 1.0)  # (I,)
+        repeat, recency = self.cfg.repeat, self.recency
+
+        def score_all(users: torch.Tensor) -> torch.Tensor:
+            rows = users.cpu().numpy()
+            x = x_all[rows]
+            sim = np.asarray((x @ w).todense(), dtype=np.float64)  # (B, I)
+            scale = np.abs(sim).max(axis=1, keepdims=True)
+            sim = np.divide(sim, scale, out=np.zeros_like(sim), where=scale > 0)
+            out = torch.from_numpy(sim) + tie
+            if last is not None:
+                own = np.asarray((x + recency * last[rows]).todense())
+                out += repeat * torch.from_numpy(own)
+            return out.float().to(users.device)
+
+        return score_all
+
+    def _users_last(self) -> sp.csr_matrix:
+        """(n_users, n_items) each user's last purchase time on an absolute clock
+        (``last / 2**32`` s: the re-buy recency tie-break), so a user's scores do not depend
+        on the other users the unit has."""
+        return sp.csr_matrix(
             (self.user_hist_last.numpy().astype(np.float64) / 2**32,
              self.user_hist_items.numpy(), self.user_hist_ptr.numpy()),
             shape=(self.n_users, self.n_items),
         )  # fmt: skip
-        return np.asarray((x + self.recency * users_last[rows]).todense())
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,) scores of (user, item) pairs."""
