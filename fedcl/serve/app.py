@@ -42,6 +42,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fedcl.data.config import ValidationConfig
 from fedcl.data.plan import Plan
@@ -195,6 +196,32 @@ class Service:
         return out
 
 
+class Measure:
+    """Counts and times every HTTP request by its route (a plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "other")
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(endpoint, str(status[0])).inc()
+
+
 def make_app(cfg: ServeConfig, start_watcher: bool = True) -> FastAPI:
     """The service's app; ``start_watcher`` runs the swap watcher while the app lives."""
     svc = Service(cfg)
@@ -211,7 +238,8 @@ def make_app(cfg: ServeConfig, start_watcher: bool = True) -> FastAPI:
                   redoc_url=None, openapi_url=None)  # fmt: skip
     app.state.service = svc
 
-    def auth(authorization: str | None = Header(default=None)) -> None:
+    async def auth(authorization: str | None = Header(default=None)) -> None:
+        # async: a check this cheap runs on the event loop, not in a threadpool hop
         if cfg.token is None:
             return
         given = (authorization or "").removeprefix("Bearer ").strip()
@@ -221,15 +249,7 @@ def make_app(cfg: ServeConfig, start_watcher: bool = True) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "other")
-        svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        svc.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        return response
+    app.add_middleware(Measure, metrics=svc.metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
