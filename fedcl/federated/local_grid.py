@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -36,6 +37,16 @@ def server_identity() -> Iterator[None]:
         yield
     finally:
         TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+def own_log_nodes(
+    logs: dict[str, Path], plan_dir: str | Path, state_dir: str | Path
+) -> list[dict[str, str]]:
+    """Node configs of shops each reading its own log (``logs``: shop -> log file)."""
+    return [
+        {"shop": s, "events": str(p), "plan": str(plan_dir), "state-dir": str(state_dir)}
+        for s, p in logs.items()
+    ]
 
 
 class LocalGrid(Grid):

@@ -13,10 +13,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from fedcl.config import load_config
+from fedcl.config import Config, load_config
 from fedcl.data.plan import export_plan
 from fedcl.data.prepare import prepare_cached
-from fedcl.federated.local_grid import LocalGrid, server_identity
+from fedcl.federated.local_grid import LocalGrid, own_log_nodes, server_identity
 from fedcl.federated.server_loop import run_federated
 from fedcl.plan import write_shop_logs
 
@@ -26,20 +26,18 @@ DATA = [
 ]  # fmt: skip
 
 
-def build(root: Path, overrides: list[str]) -> dict[str, Path]:
-    """Plan, logs and trained shop states under ``root``; returns each shop's log."""
+def build(root: Path, overrides: list[str]) -> tuple[Config, dict[str, Path]]:
+    """Plan, logs and trained shop states under ``root`` (``overrides`` after the demo's
+    data); returns the run's config (reading the plan) and each shop's log."""
     cfg, _ = load_config([*DATA, *overrides])
     data = prepare_cached(cfg.data)[0]
     export_plan(data, root / "plan")
     logs = write_shop_logs(data, root / "logs")
     cfg.federated.plan_dir = str(root / "plan")
-    nodes = [
-        {"shop": s, "events": str(p), "plan": str(root / "plan"), "state-dir": str(root / "state")}
-        for s, p in logs.items()
-    ]
+    nodes = own_log_nodes(logs, root / "plan", root / "state")
     with server_identity():
         run_federated(LocalGrid(cfg, len(nodes), nodes), cfg, None)
-    return logs
+    return cfg, logs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     overrides = ["model=ease", "continual=naive", "federated.min_shops=3", *args.overrides]
-    logs = build(args.dir.resolve(), overrides)
+    _, logs = build(args.dir.resolve(), overrides)
     shop, log = next(iter(logs.items()))
     root = args.dir.resolve()
     print(

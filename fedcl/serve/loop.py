@@ -37,7 +37,7 @@ import pandas as pd
 from fedcl.config import Config
 from fedcl.data.sources.synthetic import SyntheticConfig
 from fedcl.data.sources.synthetic_world import Outcome, Visits, World
-from fedcl.federated.local_grid import LocalGrid, server_identity
+from fedcl.federated.local_grid import LocalGrid, own_log_nodes, server_identity
 from fedcl.federated.protocol import read_instruction
 from fedcl.federated.server_loop import run_federated
 from fedcl.result import RunResult
@@ -116,10 +116,7 @@ class ClosedLoop:
     # --- the run ------------------------------------------------------------------------
     def run(self) -> RunResult:
         self._organic(0)
-        nodes = [
-            {"shop": s, "events": str(p), "plan": str(self.plan_dir), "state-dir": str(self.state)}
-            for s, p in self.logs.items()
-        ]
+        nodes = own_log_nodes(self.logs, self.plan_dir, self.state)
         apps = {
             shop: make_app(
                 ServeConfig(

@@ -59,16 +59,11 @@ class Recommender:
         h = snap.history
         self.ptr, self.hist_items = h["ptr"], h["items"]
         # Tie-break inside "buy again": more purchases first, then the latest.
-        order_key = h["count"].astype(np.float64) + h["last"].astype(np.float64) / 2**40
-        self.hist_key = order_key
+        self.hist_key = h["count"].astype(np.float64) + h["last"].astype(np.float64) / 2**40
         pop = np.where(self.sellable, snap.popularity.astype(np.float64), -np.inf)
         ranked = np.argsort(-pop, kind="stable")
         self.popular = ranked[np.isfinite(pop[ranked])]
         self.popular_scores = pop[self.popular]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.snap.items)
 
     def recommend(self, users: Sequence[str], k: int) -> list[Recommendation]:
         """Lists of at most ``k`` items for each of ``users`` (in order)."""

@@ -26,16 +26,13 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from fedcl.config import compose_config
-from fedcl.data.plan import Plan, export_plan
+from fedcl.data.plan import Plan
 from fedcl.federated.client_app import _own_log
-from fedcl.federated.local_grid import LocalGrid, server_identity
 from fedcl.federated.protocol import from_record
-from fedcl.federated.server_loop import GlobalModel, run_federated
-from fedcl.plan import write_shop_logs
-from fedcl.run_data import run_data
+from fedcl.federated.server_loop import GlobalModel
 from fedcl.serve import __main__ as cli
 from fedcl.serve.app import ServeConfig, make_app
+from fedcl.serve.demo import build
 from fedcl.serve.events import FEEDBACK_FILE
 from fedcl.serve.local import LocalServer
 from fedcl.serve.online import ONLINE_FILE, SERVE_DIR, online_metrics
@@ -103,25 +100,10 @@ class World:
 def world(tmp_path_factory) -> World:
     """3 shops on their own logs, federated over 3 windows: each wrote serving snapshots."""
     root = tmp_path_factory.mktemp("serve") / "w"
-    cfg, _ = compose_config(DATA)
-    data = run_data(cfg.data, cfg.eval)
-    export_plan(data, root / "plan")
-    logs = write_shop_logs(data, root / "logs")
-    fed = [
-        "model=ease",
-        "continual=naive",
-        "federated.min_users=1",
-        "federated.min_shops=3",
-        f"federated.plan_dir={root / 'plan'}",
-    ]
-    cfg, _ = compose_config(DATA + fed)
-    nodes = [
-        {"shop": s, "events": str(p), "plan": str(root / "plan"), "state-dir": str(root / "state")}
-        for s, p in logs.items()
-    ]
-    with server_identity():
-        run_federated(LocalGrid(cfg, len(nodes), nodes), cfg, None)
-    n_items = {t: data.n_items_known(t) for t in range(data.n_windows)}
+    fed = ["model=ease", "continual=naive", "federated.min_users=1", "federated.min_shops=3"]
+    cfg, _ = build(root, DATA + fed)
+    plan = Plan.load(root / "plan")
+    n_items = {t: plan.n_items_known(t) for t in range(plan.n_windows)}
     w = World(root, cfg, n_items)
     assert w.generations(SHOP), "the agent wrote no serving snapshot"
     return w
